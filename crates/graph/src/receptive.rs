@@ -1,0 +1,88 @@
+//! How far an output pixel "sees" into the input: the overlap that tiling needs so that a
+//! tiled result equals the untiled one.
+
+use crate::{Graph, Op, ResizeMode};
+
+/// The input pixels an output pixel depends on, beyond its own position, on each side
+/// (in pixels of the network input, rounded up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceptiveField {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl ReceptiveField {
+    /// The largest of the four sides: the overlap a square tile needs.
+    pub fn margin(&self) -> usize {
+        self.top.max(self.bottom).max(self.left).max(self.right)
+    }
+
+    fn max(self, o: Self) -> Self {
+        ReceptiveField {
+            top: self.top.max(o.top),
+            bottom: self.bottom.max(o.bottom),
+            left: self.left.max(o.left),
+            right: self.right.max(o.right),
+        }
+    }
+}
+
+impl Graph {
+    /// The receptive field of the first output, accumulated along every path from the input.
+    ///
+    /// Extents are tracked in the pixels of each value and converted to input pixels with the
+    /// value's scale, rounding up, so the result is never smaller than the true field.
+    pub fn receptive_field(&self) -> ReceptiveField {
+        // Per value: extent in *input* pixels, as exact fractions would be overkill; we keep
+        // f64 and round up at the end (sizes are tiny integers over small scales).
+        let mut ext: Vec<[f64; 4]> = vec![[0.0; 4]; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            let mut e = [0.0f64; 4];
+            for v in &n.inputs {
+                for k in 0..4 {
+                    e[k] = e[k].max(ext[v.0][k]);
+                }
+            }
+            let scale = n
+                .inputs
+                .first()
+                .and_then(|v| self.nodes[v.0].scale)
+                .map_or(1.0, |s| s.num as f64 / s.den as f64);
+            match &n.op {
+                Op::Conv2d(c) => {
+                    let ah = c.dilation.0 * (c.kh - 1);
+                    let aw = c.dilation.1 * (c.kw - 1);
+                    let before_h = c.padding.top as f64;
+                    let before_w = c.padding.left as f64;
+                    e[0] += before_h / scale;
+                    e[1] += (ah as f64 - before_h).max(0.0) / scale;
+                    e[2] += before_w / scale;
+                    e[3] += (aw as f64 - before_w).max(0.0) / scale;
+                }
+                Op::Resize {
+                    mode: ResizeMode::Bilinear,
+                    ..
+                } => {
+                    for x in &mut e {
+                        *x += 1.0 / scale;
+                    }
+                }
+                _ => {}
+            }
+            ext[i] = e;
+        }
+        let Some((_, out)) = self.outputs.first() else {
+            return ReceptiveField::default();
+        };
+        let e = ext[out.0];
+        let up = |x: f64| (x - 1e-9).ceil().max(0.0) as usize;
+        ReceptiveField::default().max(ReceptiveField {
+            top: up(e[0]),
+            bottom: up(e[1]),
+            left: up(e[2]),
+            right: up(e[3]),
+        })
+    }
+}
