@@ -1,4 +1,11 @@
 //! The decoded image: samples, channel layout, depth, alpha and colour profile.
+//!
+//! Where it sits in the data path: [`decode`](crate::decode) produces an [`Image`], the
+//! pipeline reads and replaces its planes, [`encode`](crate::encode) writes it out. Alpha is
+//! a separate plane because the networks only see colour: the alpha plane is resampled on
+//! its own ([`resize_plane_bicubic_u8`](crate::resize_plane_bicubic_u8)) and put back.
+
+use crate::error::ImageError;
 
 /// Colour channels of an image, alpha excluded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +46,45 @@ impl Samples {
     pub fn is_16bit(&self) -> bool {
         matches!(self, Samples::U16(_))
     }
+
+    /// The samples at 8 bits: 16-bit values are rounded to the nearest 8-bit value
+    /// (`round(v / 257)`), 8-bit ones are copied.
+    pub fn to_u8(&self) -> Vec<u8> {
+        match self {
+            Samples::U8(v) => v.clone(),
+            Samples::U16(v) => v.iter().map(|&s| u16_to_u8(s)).collect(),
+        }
+    }
+
+    /// The samples at 16 bits: 8-bit values are widened exactly (`v * 257`, so 255 becomes
+    /// 65535), 16-bit ones are copied.
+    pub fn to_u16(&self) -> Vec<u16> {
+        match self {
+            Samples::U8(v) => v.iter().map(|&s| u8_to_u16(s)).collect(),
+            Samples::U16(v) => v.clone(),
+        }
+    }
+
+    /// Whether every sample is the largest value of its depth (an opaque alpha plane).
+    pub fn is_all_max(&self) -> bool {
+        match self {
+            Samples::U8(v) => v.iter().all(|&s| s == u8::MAX),
+            Samples::U16(v) => v.iter().all(|&s| s == u16::MAX),
+        }
+    }
+}
+
+/// A 16-bit sample rounded to the nearest 8-bit one: `round(v * 255 / 65535)`. No value
+/// lies exactly halfway, so there is no tie rule to choose.
+#[inline]
+pub fn u16_to_u8(v: u16) -> u8 {
+    ((v as u32 + 128) / 257) as u8
+}
+
+/// An 8-bit sample widened to 16 bits so that 0 and 255 map to 0 and 65535.
+#[inline]
+pub fn u8_to_u16(v: u8) -> u16 {
+    v as u16 * 257
 }
 
 /// A decoded image. `color` holds `width * height * color.channels()` samples; `alpha`, if
@@ -75,4 +121,198 @@ impl Image {
     pub fn is_16bit(&self) -> bool {
         self.color.is_16bit()
     }
+
+    /// An image from its parts, checked with [`Image::validate`].
+    pub fn new(
+        width: usize,
+        height: usize,
+        color_kind: ColorKind,
+        color: Samples,
+        alpha: Option<Samples>,
+    ) -> Result<Self, ImageError> {
+        let image = Image {
+            width,
+            height,
+            color_kind,
+            color,
+            alpha,
+            icc_profile: None,
+        };
+        image.validate()?;
+        Ok(image)
+    }
+
+    /// A 16-bit image without alpha or profile.
+    pub fn from_u16(width: usize, height: usize, color_kind: ColorKind, data: Vec<u16>) -> Self {
+        assert_eq!(data.len(), width * height * color_kind.channels());
+        Image {
+            width,
+            height,
+            color_kind,
+            color: Samples::U16(data),
+            alpha: None,
+            icc_profile: None,
+        }
+    }
+
+    /// Checks that the planes hold `width * height` pixels each and that alpha has the depth
+    /// of the colour samples. The fields are public, so code that reads the planes of an image
+    /// it did not build itself calls this first instead of trusting the lengths.
+    pub fn validate(&self) -> Result<(), ImageError> {
+        let pixels = self.width.checked_mul(self.height).ok_or_else(|| {
+            ImageError::internal(format!(
+                "image of {}x{} pixels overflows the address space",
+                self.width, self.height
+            ))
+        })?;
+        let expected = pixels
+            .checked_mul(self.color_kind.channels())
+            .ok_or_else(|| ImageError::internal("image size overflows the address space"))?;
+        if self.color.len() != expected {
+            return Err(ImageError::internal(format!(
+                "a {}x{} {:?} image needs {expected} colour samples, it has {}",
+                self.width,
+                self.height,
+                self.color_kind,
+                self.color.len()
+            )));
+        }
+        if let Some(alpha) = &self.alpha {
+            if alpha.len() != pixels {
+                return Err(ImageError::internal(format!(
+                    "a {}x{} image needs {pixels} alpha samples, it has {}",
+                    self.width,
+                    self.height,
+                    alpha.len()
+                )));
+            }
+            if alpha.is_16bit() != self.color.is_16bit() {
+                return Err(ImageError::internal(
+                    "the alpha plane and the colour samples differ in bit depth",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_alpha(&self) -> bool {
+        self.alpha.is_some()
+    }
+
+    /// Bits per sample: 8 or 16.
+    pub fn bit_depth(&self) -> u8 {
+        if self.is_16bit() { 16 } else { 8 }
+    }
+
+    /// Whether the alpha plane exists and every pixel is fully opaque.
+    pub fn alpha_is_opaque(&self) -> bool {
+        self.alpha.as_ref().is_some_and(Samples::is_all_max)
+    }
+
+    /// Removes an alpha plane that is fully opaque, since it carries no information and would
+    /// otherwise be resampled and written for nothing. Returns whether it was removed.
+    pub fn drop_opaque_alpha(&mut self) -> bool {
+        if self.alpha_is_opaque() {
+            self.alpha = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The same image at 8 bits per sample (colour and alpha), 16-bit samples rounded to the
+    /// nearest 8-bit value. An 8-bit image is returned unchanged.
+    pub fn to_8bit(&self) -> Image {
+        if !self.is_16bit() {
+            return self.clone();
+        }
+        Image {
+            color: Samples::U8(self.color.to_u8()),
+            alpha: self.alpha.as_ref().map(|a| Samples::U8(a.to_u8())),
+            icc_profile: self.icc_profile.clone(),
+            ..*self
+        }
+    }
+
+    /// The same image at 16 bits per sample (colour and alpha), widened exactly (`v * 257`).
+    /// A 16-bit image is returned unchanged.
+    pub fn to_16bit(&self) -> Image {
+        if self.is_16bit() {
+            return self.clone();
+        }
+        Image {
+            color: Samples::U16(self.color.to_u16()),
+            alpha: self.alpha.as_ref().map(|a| Samples::U16(a.to_u16())),
+            icc_profile: self.icc_profile.clone(),
+            ..*self
+        }
+    }
+
+    /// The same image with RGB colour: each gray sample repeated three times. Depth, alpha and
+    /// profile are kept. An RGB image is returned unchanged.
+    pub fn gray_to_rgb(&self) -> Image {
+        if self.color_kind == ColorKind::Rgb {
+            return self.clone();
+        }
+        fn triple<T: Copy>(v: &[T]) -> Vec<T> {
+            v.iter().flat_map(|&s| [s, s, s]).collect()
+        }
+        let color = match &self.color {
+            Samples::U8(v) => Samples::U8(triple(v)),
+            Samples::U16(v) => Samples::U16(triple(v)),
+        };
+        Image {
+            color_kind: ColorKind::Rgb,
+            color,
+            alpha: self.alpha.clone(),
+            icc_profile: self.icc_profile.clone(),
+            ..*self
+        }
+    }
+
+    /// Colour and alpha interleaved per pixel at 8 bits (`RGBA`, `LA`, `RGB` or `L`), the
+    /// layout encoders take. 16-bit samples are rounded.
+    pub fn interleaved_u8(&self) -> Vec<u8> {
+        interleave(
+            &self.color.to_u8(),
+            self.alpha.as_ref().map(|a| a.to_u8()).as_deref(),
+            self.color_kind.channels(),
+        )
+    }
+
+    /// Colour and alpha interleaved per pixel at 16 bits; 8-bit samples are widened.
+    pub fn interleaved_u16(&self) -> Vec<u16> {
+        interleave(
+            &self.color.to_u16(),
+            self.alpha.as_ref().map(|a| a.to_u16()).as_deref(),
+            self.color_kind.channels(),
+        )
+    }
+}
+
+/// Colour samples of `channels` per pixel followed by that pixel's alpha sample, if any.
+fn interleave<T: Copy>(color: &[T], alpha: Option<&[T]>, channels: usize) -> Vec<T> {
+    match alpha {
+        None => color.to_vec(),
+        Some(alpha) => {
+            let mut out = Vec::with_capacity(color.len() + alpha.len());
+            for (px, &a) in color.chunks_exact(channels).zip(alpha) {
+                out.extend_from_slice(px);
+                out.push(a);
+            }
+            out
+        }
+    }
+}
+
+/// Splits `channels + 1` interleaved samples per pixel into colour and alpha planes.
+pub(crate) fn deinterleave<T: Copy>(data: &[T], channels: usize) -> (Vec<T>, Vec<T>) {
+    let pixels = data.len() / (channels + 1);
+    let mut color = Vec::with_capacity(pixels * channels);
+    let mut alpha = Vec::with_capacity(pixels);
+    for px in data.chunks_exact(channels + 1) {
+        color.extend_from_slice(&px[..channels]);
+        alpha.push(px[channels]);
+    }
+    (color, alpha)
 }
