@@ -1,0 +1,388 @@
+//! Convolution: weight packing at `prepare`, the choice of algorithm, the fused epilogue and
+//! the direct (implicit-GEMM) kernel used for every shape Winograd does not take.
+//!
+//! The direct kernel computes one output row at a time. The `kh` input rows it needs are
+//! copied, zero-padded left and right, into a per-thread band (or read in place when no
+//! padding is involved), so a kernel row of `kw · cin` floats is contiguous and becomes one
+//! reduction run of the micro-kernel (see [`super::gemm`]). Weights are packed per group as
+//! `[panel of 16 couts][ky][kx][ci][16]`, zero beyond `cout`; a block of
+//! `mr` pixels × `np` panels accumulates in registers and goes through the epilogue straight
+//! into the NHWC output row.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+use superres_graph::{Activation, Conv2d, Padding};
+
+use super::gemm::{self, ALayout, Block, Isa};
+use super::winograd::Winograd;
+
+/// The epilogue of a convolution in the form the kernels apply it: per-channel vectors,
+/// PReLU slopes broadcast, in the order of [`superres_graph::Epilogue::apply`].
+#[derive(Clone, Debug)]
+pub struct Epilogue {
+    pub bias: Option<Vec<f32>>,
+    pub activation: Option<Act>,
+    pub residual: Option<f32>,
+}
+
+/// An activation with its parameters expanded for vector code.
+#[derive(Clone, Debug)]
+pub enum Act {
+    Relu,
+    Leaky(f32),
+    PRelu(Vec<f32>),
+    Other(Activation),
+}
+
+impl Act {
+    pub fn new(a: &Activation, channels: usize) -> Act {
+        match a {
+            Activation::Relu => Act::Relu,
+            Activation::LeakyRelu(s) => Act::Leaky(*s),
+            Activation::PRelu(s) if s.len() == 1 => Act::Leaky(s[0]),
+            Activation::PRelu(s) => Act::PRelu(s[..channels.min(s.len())].to_vec()),
+            other => Act::Other(other.clone()),
+        }
+    }
+
+    /// Applies the activation to `y`, whose first value is channel `c0`.
+    #[inline(always)]
+    pub fn apply(&self, y: &mut [f32], c0: usize) {
+        match self {
+            Act::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Act::Leaky(a) => y
+                .iter_mut()
+                .for_each(|v| *v = if *v > 0.0 { *v } else { a * *v }),
+            Act::PRelu(a) => y
+                .iter_mut()
+                .zip(&a[c0..])
+                .for_each(|(v, a)| *v = if *v > 0.0 { *v } else { a * *v }),
+            Act::Other(a) => y
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = a.apply(*v, c0 + i)),
+        }
+    }
+}
+
+impl Epilogue {
+    pub fn new(e: &superres_graph::Epilogue, channels: usize) -> Self {
+        Epilogue {
+            bias: e.bias.clone(),
+            activation: e.activation.as_ref().map(|a| Act::new(a, channels)),
+            residual: e.residual,
+        }
+    }
+
+    /// `out = epilogue(acc)` for the channels `c0..c0 + out.len()` of one pixel; `skip` holds
+    /// the residual input at the same channels.
+    #[inline(always)]
+    pub fn store(&self, acc: &[f32], c0: usize, out: &mut [f32], skip: Option<&[f32]>) {
+        let n = out.len();
+        let acc = &acc[..n];
+        out.copy_from_slice(acc);
+        if let Some(b) = &self.bias {
+            out.iter_mut()
+                .zip(&b[c0..c0 + n])
+                .for_each(|(y, b)| *y += b);
+        }
+        if let Some(a) = &self.activation {
+            a.apply(out, c0);
+        }
+        if let (Some(s), Some(skip)) = (self.residual, skip) {
+            let skip = &skip[..n];
+            if s == 1.0 {
+                out.iter_mut().zip(skip).for_each(|(y, k)| *y += k);
+            } else {
+                out.iter_mut().zip(skip).for_each(|(y, k)| *y = k + s * *y);
+            }
+        }
+    }
+}
+
+/// The geometry of a convolution, without weights.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub kh: usize,
+    pub kw: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub groups: usize,
+    pub stride: usize,
+    pub dilation: (usize, usize),
+    pub padding: Padding,
+}
+
+/// A convolution prepared for one instruction set.
+pub struct ConvKernel {
+    pub shape: Shape,
+    pub epilogue: Epilogue,
+    pub isa: Isa,
+    pub algo: Algo,
+}
+
+pub enum Algo {
+    Direct(Direct),
+    Winograd(Winograd),
+}
+
+/// How the caller wants convolutions computed (tests force each path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConvAlgo {
+    /// Winograd F(4,3) for 3×3 stride-1 convolutions with at least 16 input and output
+    /// channels, the direct kernel otherwise.
+    #[default]
+    Auto,
+    /// The direct kernel for everything.
+    Direct,
+    /// Winograd wherever the shape allows it (3×3, stride 1, no dilation, one group).
+    Winograd,
+}
+
+impl ConvKernel {
+    pub fn new(c: &Conv2d, isa: Isa, algo: ConvAlgo) -> Self {
+        let shape = Shape {
+            kh: c.kh,
+            kw: c.kw,
+            cin: c.cin,
+            cout: c.cout,
+            groups: c.groups,
+            stride: c.stride.0,
+            dilation: c.dilation,
+            padding: c.padding,
+        };
+        let winograd_shape =
+            c.kh == 3 && c.kw == 3 && c.stride == (1, 1) && c.dilation == (1, 1) && c.groups == 1;
+        let use_winograd = match algo {
+            ConvAlgo::Auto => winograd_shape && c.cin >= 16 && c.cout >= 16,
+            ConvAlgo::Direct => false,
+            ConvAlgo::Winograd => winograd_shape,
+        };
+        let algo = if use_winograd {
+            Algo::Winograd(Winograd::new(c, isa))
+        } else {
+            Algo::Direct(Direct::new(c))
+        };
+        ConvKernel {
+            shape,
+            epilogue: Epilogue::new(&c.epilogue, c.cout),
+            isa,
+            algo,
+        }
+    }
+
+    pub fn is_winograd(&self) -> bool {
+        matches!(self.algo, Algo::Winograd(_))
+    }
+
+    /// Computes the convolution of `x` (`h × w × cin`) into `out` (`oh × ow × cout`).
+    /// `skip`, with `out`'s shape, is the residual input; it may be `out` itself (`None`
+    /// then, with `skip_in_out` set).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        oh: usize,
+        ow: usize,
+        skip: Skip,
+    ) {
+        match &self.algo {
+            Algo::Direct(d) => d.run(self, x, h, w, out, oh, ow, skip),
+            Algo::Winograd(wg) => wg.run(self, x, h, w, out, oh, ow, skip),
+        }
+    }
+}
+
+/// Where the residual input of a convolution is.
+#[derive(Clone, Copy)]
+pub enum Skip<'a> {
+    None,
+    /// A separate tensor of the output's shape.
+    Tensor(&'a [f32]),
+    /// The output buffer already holds it (the convolution runs in place over its skip).
+    InOutput,
+}
+
+/// A raw pointer that may cross threads; every user says why its accesses are disjoint.
+#[derive(Clone, Copy)]
+pub struct SendPtr(pub *mut f32);
+// SAFETY: the pointer is only dereferenced on disjoint ranges (see each use).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+thread_local! {
+    /// Per-thread scratch of the kernels (row bands, transform buffers).
+    pub static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a per-thread zeroed-once scratch of at least `n` floats.
+pub fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < n {
+            s.resize(n, 0.0);
+        }
+        f(&mut s[..n])
+    })
+}
+
+/// Packed weights of the direct kernel.
+pub struct Direct {
+    /// `[group][panel][ky][kx][ci][16]`.
+    packed: Vec<f32>,
+    panels: usize,
+    k: usize,
+}
+
+impl Direct {
+    fn new(c: &Conv2d) -> Self {
+        let gin = c.cin / c.groups;
+        let gout = c.cout / c.groups;
+        let panels = gout.div_ceil(16);
+        let k = c.kh * c.kw * gin;
+        let mut packed = vec![0.0f32; c.groups * panels * k * 16];
+        for g in 0..c.groups {
+            for co in 0..gout {
+                let (p, l) = (co / 16, co % 16);
+                for kk in 0..k {
+                    // HWIO: kk = (ky * kw + kx) * gin + ci.
+                    packed[((g * panels + p) * k + kk) * 16 + l] =
+                        c.weights[kk * c.cout + g * gout + co];
+                }
+            }
+        }
+        Direct { packed, panels, k }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        ck: &ConvKernel,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        oh: usize,
+        ow: usize,
+        skip: Skip,
+    ) {
+        let s = &ck.shape;
+        let cin = s.cin;
+        let cout = s.cout;
+        let (dh, dw) = s.dilation;
+        let pad = s.padding;
+        let wp = w + pad.left + pad.right;
+        let band_len = s.kh * wp * cin;
+        let isa = ck.isa;
+        let gin = cin / s.groups;
+        let gout = cout / s.groups;
+        let contiguous_rows = s.groups == 1 && dw == 1;
+        let skip_ptr = match skip {
+            Skip::Tensor(t) => Some(SendPtr(t.as_ptr() as *mut f32)),
+            _ => None,
+        };
+        let in_place = matches!(skip, Skip::InOutput);
+        let row = |oy: usize, orow: &mut [f32]| {
+            let iy0 = (oy * s.stride) as isize - pad.top as isize;
+            let rows_inside = iy0 >= 0 && iy0 as usize + (s.kh - 1) * dh < h;
+            let direct = rows_inside && pad.left == 0 && pad.right == 0;
+            with_scratch(if direct { 0 } else { band_len }, |band| {
+                let (a, row_step) = if direct {
+                    (x[iy0 as usize * w * cin..].as_ptr(), dh * w * cin)
+                } else {
+                    for ky in 0..s.kh {
+                        let dst = &mut band[ky * wp * cin..][..wp * cin];
+                        let iy = iy0 + (ky * dh) as isize;
+                        if iy < 0 || iy >= h as isize {
+                            dst.fill(0.0);
+                        } else {
+                            dst[..pad.left * cin].fill(0.0);
+                            dst[(pad.left + w) * cin..].fill(0.0);
+                            dst[pad.left * cin..][..w * cin]
+                                .copy_from_slice(&x[iy as usize * w * cin..][..w * cin]);
+                        }
+                    }
+                    (band.as_ptr(), wp * cin)
+                };
+                let mut runs = Vec::with_capacity(s.kh * s.kw);
+                let run_len = if contiguous_rows {
+                    runs.extend((0..s.kh).map(|ky| ky * row_step));
+                    s.kw * gin
+                } else {
+                    for ky in 0..s.kh {
+                        runs.extend((0..s.kw).map(|kx| ky * row_step + kx * dw * cin));
+                    }
+                    gin
+                };
+                let runs = &runs[..];
+                let skip_row = skip_ptr.map(|p| {
+                    // SAFETY: the skip tensor has the output's shape; this is row `oy`.
+                    unsafe { std::slice::from_raw_parts(p.0.add(oy * ow * cout), ow * cout) }
+                });
+                let np_max = isa.max_np();
+                let mut tmp = [0.0f32; 14 * 32];
+                for g in 0..s.groups {
+                    let mut p0 = 0;
+                    while p0 < self.panels {
+                        let np = np_max.min(self.panels - p0);
+                        let mr = isa.mr(np);
+                        let mut ox = 0;
+                        while ox < ow {
+                            let m = mr.min(ow - ox);
+                            let blk = Block {
+                                runs,
+                                run_len,
+                                // SAFETY: pixel `ox` of the band/input row, group `g`.
+                                a: unsafe { a.add(ox * s.stride * cin + g * gin) },
+                                a_layout: ALayout::Strided(s.stride * cin),
+                                // SAFETY: panel `p0` of group `g` lies inside `packed`.
+                                b: unsafe {
+                                    self.packed
+                                        .as_ptr()
+                                        .add((g * self.panels + p0) * self.k * 16)
+                                },
+                                b_ps: self.k * 16,
+                                c: tmp.as_mut_ptr(),
+                                c_rs: np * 16,
+                                accumulate: false,
+                            };
+                            // SAFETY: rows `ox..ox+m` read pixels up to
+                            // `(ow-1)*stride + (kw-1)*dw` of a row of `wp` (band) or `w`
+                            // (in place, no padding) pixels, which the output size
+                            // guarantees; `np` panels of `k` rows exist; `tmp` holds
+                            // `m * np * 16` floats.
+                            unsafe { gemm::block(isa, m, np, &blk) };
+                            let c_lo = p0 * 16;
+                            let c_hi = ((p0 + np) * 16).min(gout);
+                            for i in 0..m {
+                                let base = (ox + i) * cout + g * gout;
+                                let o = &mut orow[base + c_lo..base + c_hi];
+                                let acc = &tmp[i * np * 16..];
+                                let c0 = g * gout + c_lo;
+                                if in_place {
+                                    let mut sk = [0.0f32; 32];
+                                    sk[..o.len()].copy_from_slice(o);
+                                    ck.epilogue.store(acc, c0, o, Some(&sk[..]));
+                                } else {
+                                    let sk = skip_row.map(|r| &r[base + c_lo..base + c_hi]);
+                                    ck.epilogue.store(acc, c0, o, sk);
+                                }
+                            }
+                            ox += m;
+                        }
+                        p0 += np;
+                    }
+                }
+            });
+        };
+        out[..oh * ow * cout]
+            .par_chunks_mut(ow * cout)
+            .enumerate()
+            .for_each(|(oy, orow)| row(oy, orow));
+    }
+}

@@ -1,0 +1,348 @@
+//! The register-blocked multiply-accumulate micro-kernels shared by the direct convolution
+//! and the Winograd transform-domain products.
+//!
+//! Both callers reduce to the same product: an `MR × (NP·16)` block of outputs
+//! `C[p][n] (+)= Σ_k A(p, k) · B[n][k]`, where the reduction index `k` walks a few contiguous
+//! *runs* (a kernel row of a convolution: `kw · cin` consecutive floats of an NHWC image) and
+//! `B` is packed in panels of 16 output channels, `[panel][k][16]`, so that one panel row is
+//! one AVX-512 vector (two AVX2 vectors). `A` is read either straight from an NHWC image
+//! (pixel `p` at `a + p·a_ps`, `k` contiguous) or from a packed panel (`[k][MR]`, the layout the
+//! Winograd input transform writes).
+//!
+//! Each instruction set has one kernel body, generic over the block shape, and a dispatch that
+//! picks the monomorphised instance for the (possibly partial) block; [`Isa::Scalar`] is the
+//! portable twin with the same blocking, used on machines without AVX2 and on other
+//! architectures.
+
+/// The instruction set the kernels use, chosen once at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+    Scalar,
+}
+
+impl Isa {
+    /// The widest instruction set this processor supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// Whether this processor can run kernels of this instruction set.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Scalar => "scalar",
+        }
+    }
+
+    /// Rows of a full block for a kernel of `np` panels.
+    pub fn mr(self, np: usize) -> usize {
+        match (self, np) {
+            (Isa::Avx512, 1) => 14,
+            (Isa::Avx512, _) => 12,
+            (Isa::Avx2, _) => 6,
+            (Isa::Scalar, _) => 4,
+        }
+    }
+
+    /// The most 16-channel panels one block covers.
+    pub fn max_np(self) -> usize {
+        match self {
+            Isa::Avx512 => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// How `A` is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ALayout {
+    /// Row `p` at `a + p * stride`, the reduction index contiguous (an NHWC image).
+    Strided(usize),
+    /// `[k][mr]`: the rows of one reduction step are contiguous (a packed panel whose row
+    /// count is the full block height `mr`). Run offsets are ignored: the panel is read in
+    /// order.
+    Packed(usize),
+}
+
+/// One block product. Pointers are raw because blocks of the same buffers are computed
+/// concurrently; the caller's `SAFETY` notes say why every access is in bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Block<'a> {
+    /// Offsets (in floats, from `a`) of the reduction runs, each `run_len` long.
+    pub runs: &'a [usize],
+    pub run_len: usize,
+    pub a: *const f32,
+    pub a_layout: ALayout,
+    /// Panel `j` at `b + j * b_ps`, `[runs.len() * run_len][16]`.
+    pub b: *const f32,
+    pub b_ps: usize,
+    /// Row `p` of the block at `c + p * c_rs`, `np * 16` floats wide.
+    pub c: *mut f32,
+    pub c_rs: usize,
+    /// Add to `C` instead of overwriting it.
+    pub accumulate: bool,
+}
+
+/// Computes one block of `m ≤ isa.mr(np)` rows and `np ≤ isa.max_np()` panels.
+///
+/// # Safety
+/// Every address the block description implies must be valid: `A` rows `0..m` over every run,
+/// `np` panels of `B` of `runs.len() * run_len` rows, `m` rows of `C` of `np * 16` floats.
+/// With [`ALayout::Packed`] the panel holds `isa.mr(np)` rows per step whatever `m` is.
+/// The instruction set must be supported (see [`Isa::is_supported`]).
+pub unsafe fn block(isa: Isa, m: usize, np: usize, blk: &Block) {
+    debug_assert!(m >= 1 && m <= isa.mr(np) && np >= 1 && np <= isa.max_np());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: forwarded from the caller.
+        Isa::Avx512 => unsafe { x86::block_avx512(m, np, blk) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: forwarded from the caller.
+        Isa::Avx2 => unsafe { x86::block_avx2(m, blk) },
+        // SAFETY: forwarded from the caller.
+        _ => unsafe { block_scalar(m, blk) },
+    }
+}
+
+/// Selects the monomorphised kernel for a row count known only at run time.
+macro_rules! dispatch_rows {
+    ($m:expr, $f:ident, $np:literal, $blk:expr, [$($r:literal),*]) => {
+        match $m {
+            $($r => $f::<$r, $np>($blk),)*
+            _ => unreachable!("block rows out of range"),
+        }
+    };
+}
+
+/// # Safety
+/// See [`block`].
+unsafe fn block_scalar(m: usize, blk: &Block) {
+    // SAFETY: forwarded from the caller.
+    unsafe { dispatch_rows!(m, kernel_scalar, 1, blk, [1, 2, 3, 4]) }
+}
+
+/// The portable kernel: the same blocking, 16-lane arrays the compiler may vectorise.
+///
+/// # Safety
+/// See [`block`].
+#[inline(always)]
+unsafe fn kernel_scalar<const MR: usize, const NP: usize>(blk: &Block) {
+    let mut acc = [[[0.0f32; 16]; NP]; MR];
+    let mut bk = blk.b;
+    let mr_full = match blk.a_layout {
+        ALayout::Packed(mr) => mr,
+        ALayout::Strided(_) => 0,
+    };
+    let mut kk = 0usize;
+    for &off in blk.runs {
+        for k in 0..blk.run_len {
+            for (p, accp) in acc.iter_mut().enumerate() {
+                // SAFETY: in bounds by the contract of `block`.
+                let av = unsafe {
+                    match blk.a_layout {
+                        ALayout::Strided(ps) => *blk.a.add(off + p * ps + k),
+                        ALayout::Packed(_) => *blk.a.add((kk + k) * mr_full + p),
+                    }
+                };
+                for (j, accj) in accp.iter_mut().enumerate() {
+                    // SAFETY: in bounds by the contract of `block`.
+                    let bv = unsafe { std::slice::from_raw_parts(bk.add(j * blk.b_ps), 16) };
+                    for l in 0..16 {
+                        accj[l] += av * bv[l];
+                    }
+                }
+            }
+            // SAFETY: stays within the panel (or one past its end).
+            bk = unsafe { bk.add(16) };
+        }
+        kk += blk.run_len;
+    }
+    for (p, accp) in acc.iter().enumerate() {
+        for (j, accj) in accp.iter().enumerate() {
+            // SAFETY: in bounds by the contract of `block`.
+            let c = unsafe { std::slice::from_raw_parts_mut(blk.c.add(p * blk.c_rs + j * 16), 16) };
+            for l in 0..16 {
+                c[l] = if blk.accumulate {
+                    c[l] + accj[l]
+                } else {
+                    accj[l]
+                };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{ALayout, Block};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// See [`super::block`]; AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn block_avx512(m: usize, np: usize, blk: &Block) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if np == 2 {
+                dispatch_rows!(
+                    m,
+                    kernel_avx512,
+                    2,
+                    blk,
+                    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+                )
+            } else {
+                dispatch_rows!(
+                    m,
+                    kernel_avx512,
+                    1,
+                    blk,
+                    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+                )
+            }
+        }
+    }
+
+    /// # Safety
+    /// See [`super::block`]; AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn kernel_avx512<const MR: usize, const NP: usize>(blk: &Block) {
+        let mut acc = [[_mm512_setzero_ps(); NP]; MR];
+        let mut bk = blk.b;
+        // SAFETY (whole body): every address is in bounds by the contract of `block`.
+        unsafe {
+            match blk.a_layout {
+                ALayout::Strided(ps) => {
+                    for &off in blk.runs {
+                        let a0 = blk.a.add(off);
+                        for k in 0..blk.run_len {
+                            let mut bv = [_mm512_setzero_ps(); NP];
+                            for (j, b) in bv.iter_mut().enumerate() {
+                                *b = _mm512_loadu_ps(bk.add(j * blk.b_ps));
+                            }
+                            for (p, accp) in acc.iter_mut().enumerate() {
+                                let av = _mm512_set1_ps(*a0.add(p * ps + k));
+                                for j in 0..NP {
+                                    accp[j] = _mm512_fmadd_ps(av, bv[j], accp[j]);
+                                }
+                            }
+                            bk = bk.add(16);
+                        }
+                    }
+                }
+                ALayout::Packed(mr) => {
+                    let mut ak = blk.a;
+                    for _ in blk.runs {
+                        for _ in 0..blk.run_len {
+                            let mut bv = [_mm512_setzero_ps(); NP];
+                            for (j, b) in bv.iter_mut().enumerate() {
+                                *b = _mm512_loadu_ps(bk.add(j * blk.b_ps));
+                            }
+                            for (p, accp) in acc.iter_mut().enumerate() {
+                                let av = _mm512_set1_ps(*ak.add(p));
+                                for j in 0..NP {
+                                    accp[j] = _mm512_fmadd_ps(av, bv[j], accp[j]);
+                                }
+                            }
+                            bk = bk.add(16);
+                            ak = ak.add(mr);
+                        }
+                    }
+                }
+            }
+            for (p, accp) in acc.iter().enumerate() {
+                for (j, &v) in accp.iter().enumerate() {
+                    let cp = blk.c.add(p * blk.c_rs + j * 16);
+                    let v = if blk.accumulate {
+                        _mm512_add_ps(_mm512_loadu_ps(cp), v)
+                    } else {
+                        v
+                    };
+                    _mm512_storeu_ps(cp, v);
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// See [`super::block`]; AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block_avx2(m: usize, blk: &Block) {
+        // SAFETY: forwarded from the caller.
+        unsafe { dispatch_rows!(m, kernel_avx2, 1, blk, [1, 2, 3, 4, 5, 6]) }
+    }
+
+    /// One 16-channel panel as two 8-lane vectors.
+    ///
+    /// # Safety
+    /// See [`super::block`]; AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn kernel_avx2<const MR: usize, const NP: usize>(blk: &Block) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut bk = blk.b;
+        let (ps, mr, packed) = match blk.a_layout {
+            ALayout::Strided(ps) => (ps, 0, false),
+            ALayout::Packed(mr) => (0, mr, true),
+        };
+        let mut kk = 0usize;
+        // SAFETY (whole body): every address is in bounds by the contract of `block`.
+        unsafe {
+            for &off in blk.runs {
+                let a0 = if packed { blk.a } else { blk.a.add(off) };
+                for k in 0..blk.run_len {
+                    let b0 = _mm256_loadu_ps(bk);
+                    let b1 = _mm256_loadu_ps(bk.add(8));
+                    for (p, accp) in acc.iter_mut().enumerate() {
+                        let idx = if packed {
+                            (kk + k) * mr + p
+                        } else {
+                            p * ps + k
+                        };
+                        let av = _mm256_set1_ps(*a0.add(idx));
+                        accp[0] = _mm256_fmadd_ps(av, b0, accp[0]);
+                        accp[1] = _mm256_fmadd_ps(av, b1, accp[1]);
+                    }
+                    bk = bk.add(16);
+                }
+                kk += blk.run_len;
+            }
+            for (p, accp) in acc.iter().enumerate() {
+                for (j, &v) in accp.iter().enumerate() {
+                    let cp = blk.c.add(p * blk.c_rs + j * 8);
+                    let v = if blk.accumulate {
+                        _mm256_add_ps(_mm256_loadu_ps(cp), v)
+                    } else {
+                        v
+                    };
+                    _mm256_storeu_ps(cp, v);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The memory-bound operators: element-wise maps, depth-to-space, resize, concat.
+//!
+//! Each writes into a buffer of the plan's arena and spreads rows (or chunks of pixels) over
+//! rayon's pool. Element-wise operators may run in place (`src == None`): the planner gives
+//! them their input's buffer when the input dies there.
+
+use rayon::prelude::*;
+use superres_graph::{Activation, BinaryOp, DepthToSpaceMode, ResizeMode, UnaryOp};
+
+/// Pixels per parallel chunk of an element-wise operator.
+const CHUNK_PIXELS: usize = 4096;
+
+/// `out[i] = f(src[i], channel of i)` over `out.len()` values; in place when `src` is `None`.
+fn map(out: &mut [f32], src: Option<&[f32]>, c: usize, f: impl Fn(f32, usize) -> f32 + Sync) {
+    let c = c.max(1);
+    let chunk = CHUNK_PIXELS * c;
+    out.par_chunks_mut(chunk).enumerate().for_each(|(k, o)| {
+        let s = src.map(|s| &s[k * chunk..][..o.len()]);
+        for (px, op) in o.chunks_mut(c).enumerate() {
+            let sp = s.map(|s| &s[px * c..][..op.len()]);
+            for (ch, v) in op.iter_mut().enumerate() {
+                let x = sp.map_or(*v, |sp| sp[ch]);
+                *v = f(x, ch);
+            }
+        }
+    });
+}
+
+pub fn unary(op: UnaryOp, out: &mut [f32], src: Option<&[f32]>, c: usize) {
+    match op {
+        UnaryOp::Abs => map(out, src, c, |x, _| x.abs()),
+        UnaryOp::Neg => map(out, src, c, |x, _| -x),
+    }
+}
+
+pub fn activation(a: &Activation, out: &mut [f32], src: Option<&[f32]>, c: usize) {
+    match a {
+        Activation::Relu => map(out, src, c, |x, _| x.max(0.0)),
+        other => map(out, src, c, |x, ch| other.apply(x, ch)),
+    }
+}
+
+/// The second operand of a binary operator.
+#[derive(Clone, Copy)]
+pub enum Operand<'a> {
+    Scalar(f32),
+    PerChannel(&'a [f32]),
+    Tensor(&'a [f32]),
+}
+
+/// `out = a op b`; `a` is `out` itself when `a` is `None`.
+pub fn binary(op: BinaryOp, out: &mut [f32], a: Option<&[f32]>, b: Operand, c: usize) {
+    let c = c.max(1);
+    let chunk = CHUNK_PIXELS * c;
+    out.par_chunks_mut(chunk).enumerate().for_each(|(k, o)| {
+        let base = k * chunk;
+        let a = a.map(|a| &a[base..][..o.len()]);
+        let get_a = |i: usize, o: &[f32]| a.map_or(o[i], |a| a[i]);
+        match b {
+            Operand::Scalar(s) => {
+                for i in 0..o.len() {
+                    o[i] = op.apply(get_a(i, o), s);
+                }
+            }
+            Operand::PerChannel(v) => {
+                for i in 0..o.len() {
+                    o[i] = op.apply(get_a(i, o), v[i % c]);
+                }
+            }
+            Operand::Tensor(t) => {
+                let t = &t[base..][..o.len()];
+                for i in 0..o.len() {
+                    o[i] = op.apply(get_a(i, o), t[i]);
+                }
+            }
+        }
+    });
+}
+
+pub fn depth_to_space(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    b: usize,
+    mode: DepthToSpaceMode,
+    out: &mut [f32],
+) {
+    let _ = h;
+    let oc = c / (b * b);
+    let ow = w * b;
+    out.par_chunks_mut(ow * oc)
+        .enumerate()
+        .for_each(|(y, orow)| {
+            let (sy, i) = (y / b, y % b);
+            for xx in 0..ow {
+                let (sx, j) = (xx / b, xx % b);
+                let src = &x[(sy * w + sx) * c..][..c];
+                let dst = &mut orow[xx * oc..][..oc];
+                match mode {
+                    DepthToSpaceMode::Dcr => dst.copy_from_slice(&src[(i * b + j) * oc..][..oc]),
+                    DepthToSpaceMode::Crd => {
+                        for (ch, d) in dst.iter_mut().enumerate() {
+                            *d = src[ch * b * b + i * b + j];
+                        }
+                    }
+                }
+            }
+        });
+}
+
+pub fn resize(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    f: usize,
+    mode: ResizeMode,
+    out: &mut [f32],
+) {
+    let ow = w * f;
+    // Source coordinate and weight with half-pixel centres, clamped at the edges (the same
+    // arithmetic as the reference, so results are identical).
+    let coord = |o: usize, n: usize| -> (usize, usize, f32) {
+        let s = (o as f32 + 0.5) / f as f32 - 0.5;
+        let s = s.max(0.0);
+        let i0 = (s.floor() as usize).min(n - 1);
+        let i1 = (i0 + 1).min(n - 1);
+        (i0, i1, s - i0 as f32)
+    };
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(y, orow)| {
+            for xx in 0..ow {
+                let dst = &mut orow[xx * c..][..c];
+                match mode {
+                    ResizeMode::Nearest => {
+                        dst.copy_from_slice(&x[((y / f) * w + xx / f) * c..][..c]);
+                    }
+                    ResizeMode::Bilinear => {
+                        let (y0, y1, fy) = coord(y, h);
+                        let (x0, x1, fx) = coord(xx, w);
+                        let p = |yy: usize, xq: usize| &x[(yy * w + xq) * c..][..c];
+                        let (a, b, cc, d) = (p(y0, x0), p(y0, x1), p(y1, x0), p(y1, x1));
+                        for ch in 0..c {
+                            let top = a[ch] + (b[ch] - a[ch]) * fx;
+                            let bot = cc[ch] + (d[ch] - cc[ch]) * fx;
+                            dst[ch] = top + (bot - top) * fy;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Concatenates `parts` (each `(data, channels)`) along channels for `w`-pixel rows.
+pub fn concat(parts: &[(&[f32], usize)], w: usize, out: &mut [f32]) {
+    let total: usize = parts.iter().map(|p| p.1).sum();
+    if total == 0 {
+        return;
+    }
+    out.par_chunks_mut(w * total)
+        .enumerate()
+        .for_each(|(y, orow)| {
+            for px in 0..w {
+                let mut o = px * total;
+                for (data, c) in parts {
+                    orow[o..o + c].copy_from_slice(&data[(y * w + px) * c..][..*c]);
+                    o += c;
+                }
+            }
+        });
+}

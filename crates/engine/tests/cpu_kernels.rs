@@ -1,0 +1,445 @@
+//! Every fast CPU path against the reference interpreter, on random graphs and awkward sizes.
+//!
+//! Tolerances: the direct kernel sums in the reference's order but with fused multiply-adds,
+//! Winograd F(4,3) re-associates through its transforms; both must stay within `1e-5` of the
+//! largest output magnitude (measured worst cases are printed with `--nocapture`).
+
+use std::sync::Arc;
+
+use superres_engine::cpu::{ConvAlgo, CpuBackend, CpuOptions, Isa, reference};
+use superres_engine::{Backend, EngineError, Executable};
+use superres_graph::{
+    Activation, BinaryOp, Conv2d, DepthToSpaceMode, Epilogue, Graph, Op, Padding, ResizeMode,
+    Tensor, UnaryOp, ValueId,
+};
+
+/// A small deterministic generator (xorshift*), uniform in [-1, 1).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
+        v as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+    fn image(&mut self, h: usize, w: usize, c: usize) -> Tensor {
+        Tensor::image(h, w, c, self.vec(h * w * c, 1.0))
+    }
+}
+
+fn isas() -> Vec<Isa> {
+    [Isa::Avx512, Isa::Avx2, Isa::Scalar]
+        .into_iter()
+        .filter(|i| i.is_supported())
+        .collect()
+}
+
+fn backend(isa: Isa, conv: ConvAlgo) -> CpuBackend {
+    CpuBackend::with_options(CpuOptions {
+        threads: Some(2),
+        isa: Some(isa),
+        conv,
+    })
+    .expect("supported instruction set")
+}
+
+/// Largest difference relative to the largest reference magnitude (at least 1).
+fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.shape(), want.shape(), "shapes differ");
+    let scale = want.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .data()
+        .iter()
+        .zip(want.data())
+        .fold(0.0f32, |m, (a, b)| {
+            if a.is_nan() || b.is_nan() {
+                f32::INFINITY
+            } else {
+                m.max((a - b).abs())
+            }
+        });
+    diff / scale
+}
+
+fn check(g: &Graph, input: &Tensor, algos: &[ConvAlgo], tol: f32, what: &str) -> f32 {
+    let want = reference::run(g, input).expect("reference runs");
+    let mut worst = 0.0f32;
+    for isa in isas() {
+        for &algo in algos {
+            let exe = backend(isa, algo).prepare(g).expect("prepares");
+            let got = exe.run(input).expect("runs");
+            assert_eq!(got.len(), want.len());
+            for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                let e = rel_err(a, b);
+                assert!(
+                    e <= tol,
+                    "{what}: output {k} on {isa:?}/{algo:?} differs from the reference by {e:e} (tolerance {tol:e})"
+                );
+                worst = worst.max(e);
+            }
+        }
+    }
+    worst
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    rng: &mut Rng,
+    kh: usize,
+    kw: usize,
+    cin: usize,
+    cout: usize,
+    groups: usize,
+    stride: usize,
+    dilation: usize,
+    epilogue: Epilogue,
+) -> Conv2d {
+    let fan_in = (kh * kw * cin / groups) as f32;
+    Conv2d {
+        kh,
+        kw,
+        cin,
+        cout,
+        groups,
+        stride: (stride, stride),
+        dilation: (dilation, dilation),
+        padding: Padding::same(kh, kw, (dilation, dilation)),
+        weights: rng.vec(kh * kw * (cin / groups) * cout, 1.0 / fan_in.sqrt()),
+        epilogue,
+    }
+}
+
+fn single_conv_graph(c: Conv2d) -> Graph {
+    let mut g = Graph::new();
+    let x = g.input("x", c.cin);
+    let y = g.push("conv", Op::Conv2d(c), vec![x]).expect("valid conv");
+    g.output("y", y);
+    g
+}
+
+#[test]
+fn direct_and_winograd_convolutions_match_the_reference_on_awkward_shapes() {
+    let mut rng = Rng(0x5eed);
+    let mut worst = 0.0f32;
+    // (kh, kw, cin, cout)
+    let kernels = [
+        (1, 1, 3, 17),
+        (1, 1, 56, 12),
+        (3, 3, 3, 16),
+        (3, 3, 12, 12),
+        (3, 3, 16, 33),
+        (3, 3, 20, 4),
+        (4, 4, 1, 4),
+        (4, 4, 24, 4),
+        (5, 5, 1, 64),
+        (3, 3, 32, 27),
+    ];
+    let sizes = [(1, 1), (2, 3), (5, 17), (9, 8), (13, 21)];
+    for (i, &(kh, kw, cin, cout)) in kernels.iter().enumerate() {
+        let ep = Epilogue {
+            bias: Some(rng.vec(cout, 0.5)),
+            activation: match i % 3 {
+                0 => Some(Activation::Relu),
+                1 => Some(Activation::PRelu(rng.vec(cout, 0.3))),
+                _ => None,
+            },
+            residual: None,
+        };
+        let g = single_conv_graph(conv(&mut rng, kh, kw, cin, cout, 1, 1, 1, ep));
+        for &(h, w) in &sizes {
+            let x = rng.image(h, w, cin);
+            let what = format!("{kh}x{kw} {cin}->{cout} on {h}x{w}");
+            worst = worst.max(check(
+                &g,
+                &x,
+                &[ConvAlgo::Direct, ConvAlgo::Winograd, ConvAlgo::Auto],
+                1e-5,
+                &what,
+            ));
+        }
+    }
+    println!("worst relative error, small convolutions: {worst:e}");
+}
+
+#[test]
+fn strided_dilated_and_grouped_convolutions_match_the_reference() {
+    let mut rng = Rng(7);
+    for &(kh, cin, cout, groups, stride, dilation) in &[
+        (3, 4, 6, 2, 1, 1),
+        (3, 8, 8, 8, 1, 1),
+        (3, 6, 20, 1, 2, 1),
+        (3, 5, 7, 1, 1, 2),
+        (5, 4, 4, 2, 2, 2),
+        (2, 3, 5, 1, 2, 1),
+    ] {
+        let ep = Epilogue {
+            bias: Some(rng.vec(cout, 0.5)),
+            activation: Some(Activation::LeakyRelu(0.2)),
+            residual: None,
+        };
+        let g = single_conv_graph(conv(
+            &mut rng, kh, kh, cin, cout, groups, stride, dilation, ep,
+        ));
+        for &(h, w) in &[(7, 7), (10, 13), (4, 5)] {
+            let x = rng.image(h, w, cin);
+            let what =
+                format!("{kh}x{kh} {cin}->{cout} g{groups} s{stride} d{dilation} on {h}x{w}");
+            check(&g, &x, &[ConvAlgo::Auto], 1e-5, &what);
+        }
+    }
+}
+
+/// EDSR's residual block: `x + 0.1 * conv(relu(conv(x)))`, at 256 channels.
+fn edsr_block_graph(rng: &mut Rng, f: usize, blocks: usize) -> Graph {
+    let mut g = Graph::new();
+    let x = g.input("x", 3);
+    let ep = Epilogue {
+        bias: Some(rng.vec(f, 0.1)),
+        ..Epilogue::default()
+    };
+    let head = conv(rng, 3, 3, 3, f, 1, 1, 1, ep);
+    let mut h = g.push("head", Op::Conv2d(head), vec![x]).unwrap();
+    for b in 0..blocks {
+        let ep = Epilogue {
+            bias: Some(rng.vec(f, 0.1)),
+            activation: Some(Activation::Relu),
+            residual: None,
+        };
+        let c1 = conv(rng, 3, 3, f, f, 1, 1, 1, ep);
+        let y = g.push(&format!("b{b}a"), Op::Conv2d(c1), vec![h]).unwrap();
+        let ep = Epilogue {
+            bias: Some(rng.vec(f, 0.1)),
+            activation: None,
+            residual: Some(0.1),
+        };
+        let c2 = conv(rng, 3, 3, f, f, 1, 1, 1, ep);
+        h = g
+            .push(&format!("b{b}b"), Op::Conv2d(c2), vec![y, h])
+            .unwrap();
+    }
+    let ep = Epilogue {
+        bias: Some(rng.vec(27, 0.1)),
+        ..Epilogue::default()
+    };
+    let tail = conv(rng, 3, 3, f, 27, 1, 1, 1, ep);
+    let t = g.push("tail", Op::Conv2d(tail), vec![h]).unwrap();
+    let o = g
+        .push(
+            "shuffle",
+            Op::DepthToSpace {
+                block: 3,
+                mode: DepthToSpaceMode::Dcr,
+            },
+            vec![t],
+        )
+        .unwrap();
+    g.output("y", o);
+    g
+}
+
+#[test]
+fn winograd_at_256_channels_stays_within_1e_5_of_the_reference() {
+    let mut rng = Rng(99);
+    let g = edsr_block_graph(&mut rng, 256, 1);
+    for &(h, w) in &[(1, 1), (7, 9), (24, 19)] {
+        let x = rng.image(h, w, 3);
+        let e = check(
+            &g,
+            &x,
+            &[ConvAlgo::Auto],
+            1e-5,
+            &format!("EDSR block on {h}x{w}"),
+        );
+        println!("EDSR-256 block on {h}x{w}: relative error {e:e}");
+    }
+}
+
+/// A graph with every operator kind, unfused epilogues, several outputs.
+fn all_ops_graph(rng: &mut Rng) -> Graph {
+    let mut g = Graph::new();
+    let x = g.input("x", 3);
+    let ep = Epilogue {
+        bias: Some(rng.vec(8, 0.3)),
+        ..Epilogue::default()
+    };
+    let c1 = conv(rng, 3, 3, 3, 8, 1, 1, 1, ep);
+    let a = g.push("c1", Op::Conv2d(c1), vec![x]).unwrap();
+    let p = g
+        .push(
+            "prelu",
+            Op::Activation(Activation::PRelu(rng.vec(8, 0.3))),
+            vec![a],
+        )
+        .unwrap();
+    let k = g.constant("bias", Tensor::new(vec![8], rng.vec(8, 1.0)));
+    let b = g
+        .push("add", Op::Binary(BinaryOp::Add), vec![p, k])
+        .unwrap();
+    let s = g.constant("s", Tensor::scalar(0.5));
+    let m = g
+        .push("mul", Op::Binary(BinaryOp::Mul), vec![b, s])
+        .unwrap();
+    let d = g
+        .push("sub", Op::Binary(BinaryOp::Sub), vec![m, a])
+        .unwrap();
+    let ab = g.push("abs", Op::Unary(UnaryOp::Abs), vec![d]).unwrap();
+    let ng = g.push("neg", Op::Unary(UnaryOp::Neg), vec![ab]).unwrap();
+    let two = g.constant("two", Tensor::scalar(2.0));
+    let dv = g
+        .push("div", Op::Binary(BinaryOp::Div), vec![ng, two])
+        .unwrap();
+    let th = g
+        .push("tanh", Op::Activation(Activation::Tanh), vec![dv])
+        .unwrap();
+    let sg = g
+        .push("sig", Op::Activation(Activation::Sigmoid), vec![b])
+        .unwrap();
+    let cl = g
+        .push(
+            "clip",
+            Op::Activation(Activation::Clip {
+                min: -0.3,
+                max: 0.4,
+            }),
+            vec![m],
+        )
+        .unwrap();
+    let cat = g.push("cat", Op::Concat, vec![th, sg, cl, th]).unwrap();
+    let dcr = g
+        .push(
+            "d2s_dcr",
+            Op::DepthToSpace {
+                block: 2,
+                mode: DepthToSpaceMode::Dcr,
+            },
+            vec![cat],
+        )
+        .unwrap();
+    let crd = g
+        .push(
+            "d2s_crd",
+            Op::DepthToSpace {
+                block: 2,
+                mode: DepthToSpaceMode::Crd,
+            },
+            vec![cat],
+        )
+        .unwrap();
+    let rz_n = g
+        .push(
+            "nearest",
+            Op::Resize {
+                factor: 2,
+                mode: ResizeMode::Nearest,
+            },
+            vec![x],
+        )
+        .unwrap();
+    let rz_b = g
+        .push(
+            "bilinear",
+            Op::Resize {
+                factor: 3,
+                mode: ResizeMode::Bilinear,
+            },
+            vec![a],
+        )
+        .unwrap();
+    let both = g.push("cat2", Op::Concat, vec![dcr, crd, rz_n]).unwrap();
+    let ep = Epilogue {
+        bias: Some(rng.vec(8, 0.3)),
+        activation: Some(Activation::Relu),
+        residual: None,
+    };
+    let c2 = conv(rng, 3, 3, 19, 8, 1, 1, 1, ep);
+    let e = g.push("c2", Op::Conv2d(c2), vec![both]).unwrap();
+    let ep = Epilogue {
+        bias: None,
+        activation: Some(Activation::PRelu(rng.vec(8, 0.2))),
+        residual: Some(1.0),
+    };
+    let c3 = conv(rng, 1, 1, 8, 8, 1, 1, 1, ep);
+    let f = g.push("c3", Op::Conv2d(c3), vec![e, dcr]).unwrap();
+    let lr = g
+        .push("leaky", Op::Activation(Activation::LeakyRelu(0.2)), vec![f])
+        .unwrap();
+    g.output("main", lr);
+    g.output("bilinear", rz_b);
+    g.output("input", x);
+    g
+}
+
+#[test]
+fn every_operator_matches_the_reference_through_the_planner() {
+    let mut rng = Rng(3);
+    let g = all_ops_graph(&mut rng);
+    for &(h, w) in &[(1, 1), (4, 7), (11, 6)] {
+        let x = rng.image(h, w, 3);
+        check(
+            &g,
+            &x,
+            &[ConvAlgo::Auto],
+            1e-5,
+            &format!("all operators on {h}x{w}"),
+        );
+    }
+}
+
+#[test]
+fn concurrent_runs_of_several_sizes_agree_with_sequential_runs() {
+    let mut rng = Rng(11);
+    let g = edsr_block_graph(&mut rng, 32, 2);
+    let exe: Arc<dyn Executable> = CpuBackend::with_threads(2).prepare(&g).unwrap();
+    let inputs: Vec<Tensor> = (0..6).map(|i| rng.image(5 + i, 9 - i, 3)).collect();
+    let want: Vec<Vec<Tensor>> = inputs.iter().map(|x| exe.run(x).unwrap()).collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (exe, inputs, want) = (&exe, &inputs, &want);
+            s.spawn(move || {
+                for r in 0..3 {
+                    let i = (t + r) % inputs.len();
+                    let got = exe.run(&inputs[i]).unwrap();
+                    assert_eq!(got, want[i], "run {r} of thread {t} on input {i} differs");
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn too_small_inputs_and_wrong_channels_are_errors_not_panics() {
+    let mut rng = Rng(5);
+    let mut c = conv(&mut rng, 5, 5, 1, 4, 1, 1, 1, Epilogue::default());
+    c.padding = Padding::default();
+    let g = single_conv_graph(c);
+    let exe = CpuBackend::new().prepare(&g).unwrap();
+    assert!(matches!(
+        exe.run(&rng.image(3, 8, 1)),
+        Err(EngineError::TooSmall { .. })
+    ));
+    assert!(matches!(
+        exe.run(&rng.image(8, 8, 2)),
+        Err(EngineError::BadInput { .. })
+    ));
+    assert_eq!(exe.run(&rng.image(5, 6, 1)).unwrap()[0].shape(), &[1, 2, 4]);
+}
+
+#[test]
+fn repeated_runs_reuse_the_plan_and_give_identical_results() {
+    let mut rng = Rng(8);
+    let g = all_ops_graph(&mut rng);
+    let exe = CpuBackend::new().prepare(&g).unwrap();
+    let a = rng.image(6, 5, 3);
+    let b = rng.image(3, 9, 3);
+    let first = exe.run(&a).unwrap();
+    for _ in 0..3 {
+        exe.run(&b).unwrap();
+        assert_eq!(exe.run(&a).unwrap(), first);
+    }
+    let _: ValueId = g.outputs[0].1;
+}
