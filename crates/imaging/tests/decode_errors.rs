@@ -1,0 +1,281 @@
+//! Hostile and broken uploads: each must fail with the right kind, quickly, without a panic.
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use image::{DynamicImage, ImageFormat, RgbImage, RgbaImage};
+use superres_imaging::{ErrorKind, ImageError, Limits, decode};
+
+/// CRC-32 (ISO-HDLC), as PNG chunks need.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+}
+
+/// A PNG whose header claims `width × height` RGB pixels, followed by an empty IDAT and IEND.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    png_chunk(&mut png, b"IDAT", &[]);
+    png_chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+/// A BMP file header plus BITMAPINFOHEADER claiming `width × height` at 24 bits, no pixels.
+fn bmp_claiming(width: i32, height: i32) -> Vec<u8> {
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&54u32.to_le_bytes()); // file size (a lie, as an attacker's would be)
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&54u32.to_le_bytes()); // pixel data offset
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&width.to_le_bytes());
+    bmp.extend_from_slice(&height.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 24]);
+    bmp
+}
+
+fn encoded(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    image
+        .write_to(&mut out, format)
+        .unwrap_or_else(|e| panic!("test setup: writing {format:?} failed: {e}"));
+    out.into_inner()
+}
+
+fn sample_rgb(w: u32, h: u32) -> DynamicImage {
+    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])
+    }))
+}
+
+/// Decodes with default limits, expecting an error of `kind`; returns it and checks timing.
+fn expect_error(what: &str, bytes: &[u8], kind: ErrorKind) -> ImageError {
+    expect_error_with(what, bytes, &Limits::default(), kind)
+}
+
+fn expect_error_with(what: &str, bytes: &[u8], limits: &Limits, kind: ErrorKind) -> ImageError {
+    let start = Instant::now();
+    let result = decode(bytes, limits);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "{what}: rejecting took {took:?}, expected well under a second"
+    );
+    match result {
+        Ok(image) => panic!(
+            "{what}: expected a {kind:?} error, decoded a {}x{} image",
+            image.width, image.height
+        ),
+        Err(e) => {
+            assert_eq!(e.kind(), kind, "{what}: wrong kind, message: {e}");
+            assert!(!e.to_string().is_empty(), "{what}: empty message");
+            e
+        }
+    }
+}
+
+#[test]
+fn zero_bytes_is_corrupt() {
+    let e = expect_error("empty upload", &[], ErrorKind::Corrupt);
+    assert!(e.to_string().contains("empty"), "message: {e}");
+}
+
+#[test]
+fn plain_text_is_unsupported() {
+    let e = expect_error(
+        "plain text",
+        b"Hello, this is not an image.\nJust some text.\n",
+        ErrorKind::Unsupported,
+    );
+    assert!(e.to_string().contains("text"), "message: {e}");
+    assert!(e.to_string().contains("PNG, JPEG"), "message: {e}");
+}
+
+#[test]
+fn svg_is_unsupported_with_a_helpful_message() {
+    let svg = br#"<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>"#;
+    let e = expect_error("SVG", svg, ErrorKind::Unsupported);
+    assert_eq!(
+        e.to_string(),
+        "SVG is not supported: upload a raster image (PNG, JPEG, WebP, BMP, TIFF, GIF)"
+    );
+    // Without the XML declaration, after a byte-order mark and whitespace.
+    let bare = b"\xEF\xBB\xBF  \n<svg viewBox=\"0 0 1 1\"></svg>";
+    let e = expect_error("bare SVG", bare, ErrorKind::Unsupported);
+    assert!(e.to_string().starts_with("SVG "), "message: {e}");
+}
+
+#[test]
+fn pdf_is_unsupported() {
+    let e = expect_error(
+        "PDF",
+        b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n",
+        ErrorKind::Unsupported,
+    );
+    assert!(
+        e.to_string().starts_with("PDF is not supported"),
+        "message: {e}"
+    );
+}
+
+#[test]
+fn other_known_formats_are_named() {
+    let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
+    let e = expect_error("HEIC", heic, ErrorKind::Unsupported);
+    assert!(e.to_string().contains("HEIC"), "message: {e}");
+    let avif = b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf";
+    let e = expect_error("AVIF", avif, ErrorKind::Unsupported);
+    assert!(e.to_string().contains("AVIF"), "message: {e}");
+    let binary = [0x00u8, 0x13, 0x37, 0xFE, 0x01, 0x02, 0x03, 0x04, 0x05];
+    let e = expect_error("unknown binary", &binary, ErrorKind::Unsupported);
+    assert!(e.to_string().contains("00 13 37 FE"), "message: {e}");
+}
+
+#[test]
+fn truncated_png_is_corrupt() {
+    let png = encoded(sample_rgb(40, 30), ImageFormat::Png);
+    for keep in [9, 20, 33, png.len() / 2, png.len() - 13] {
+        expect_error(
+            &format!("PNG cut to {keep} of {} bytes", png.len()),
+            &png[..keep],
+            ErrorKind::Corrupt,
+        );
+    }
+}
+
+#[test]
+fn truncated_jpeg_is_corrupt() {
+    let jpeg = encoded(sample_rgb(40, 30), ImageFormat::Jpeg);
+    for keep in [3, 4, 20, 100] {
+        expect_error(
+            &format!("JPEG cut to {keep} of {} bytes", jpeg.len()),
+            &jpeg[..keep],
+            ErrorKind::Corrupt,
+        );
+    }
+}
+
+#[test]
+fn png_claiming_100000_square_is_too_large_before_decoding() {
+    let png = png_claiming(100_000, 100_000);
+    assert!(png.len() < 100, "test setup: the file should be tiny");
+    let e = expect_error("100000x100000 PNG", &png, ErrorKind::TooLarge);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("100000x100000"),
+        "names the actual size: {msg}"
+    );
+    assert!(msg.contains("16384x16384"), "names the limit: {msg}");
+}
+
+#[test]
+fn bmp_claiming_huge_size_is_too_large() {
+    let bmp = bmp_claiming(60_000, 60_000);
+    let e = expect_error("60000x60000 BMP", &bmp, ErrorKind::TooLarge);
+    assert!(e.to_string().contains("60000x60000"), "message: {e}");
+}
+
+#[test]
+fn zero_by_zero_png_is_corrupt() {
+    expect_error("0x0 PNG", &png_claiming(0, 0), ErrorKind::Corrupt);
+    expect_error("0x5 PNG", &png_claiming(0, 5), ErrorKind::Corrupt);
+}
+
+#[test]
+fn pixel_limit_names_megapixels() {
+    let png = png_claiming(12_000, 10_000);
+    let e = expect_error("120 MP PNG", &png, ErrorKind::TooLarge);
+    assert!(e.to_string().contains("120.0 megapixels"), "message: {e}");
+    assert!(e.to_string().contains("100.0 megapixels"), "message: {e}");
+}
+
+#[test]
+fn custom_limits_apply_to_real_images() {
+    let png = encoded(sample_rgb(64, 48), ImageFormat::Png);
+    let narrow = Limits {
+        max_width: 32,
+        ..Limits::default()
+    };
+    let e = expect_error_with(
+        "64x48 under a 32 px limit",
+        &png,
+        &narrow,
+        ErrorKind::TooLarge,
+    );
+    assert!(e.to_string().contains("64x48"), "message: {e}");
+    let few = Limits {
+        max_pixels: 1000,
+        ..Limits::default()
+    };
+    expect_error_with(
+        "3072 px under a 1000 px limit",
+        &png,
+        &few,
+        ErrorKind::TooLarge,
+    );
+    let tight = Limits {
+        max_alloc_bytes: 1024,
+        ..Limits::default()
+    };
+    expect_error_with("9 KiB image under 1 KiB", &png, &tight, ErrorKind::TooLarge);
+    assert!(
+        decode(&png, &Limits::default()).is_ok(),
+        "fits the defaults"
+    );
+}
+
+#[test]
+fn every_prefix_and_corruption_of_every_format_fails_cleanly() {
+    let rgba = DynamicImage::ImageRgba8(RgbaImage::from_fn(9, 7, |x, y| {
+        image::Rgba([(x * 30) as u8, (y * 30) as u8, 77, (x * y * 4) as u8])
+    }));
+    let files = [
+        ("PNG", encoded(rgba.clone(), ImageFormat::Png)),
+        ("JPEG", encoded(sample_rgb(9, 7), ImageFormat::Jpeg)),
+        ("WebP", encoded(rgba.clone(), ImageFormat::WebP)),
+        ("BMP", encoded(rgba.clone(), ImageFormat::Bmp)),
+        ("TIFF", encoded(rgba.clone(), ImageFormat::Tiff)),
+        ("GIF", encoded(rgba, ImageFormat::Gif)),
+    ];
+    for (name, bytes) in &files {
+        assert!(
+            decode(bytes, &Limits::default()).is_ok(),
+            "{name}: the intact file must decode"
+        );
+        // Prefixes: any error kind is acceptable, a panic or hang is not.
+        for keep in 0..bytes.len() {
+            let _ = decode(&bytes[..keep], &Limits::default());
+        }
+        // Single-byte corruptions throughout the file.
+        for i in (0..bytes.len()).step_by(3) {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0xA5;
+            let _ = decode(&damaged, &Limits::default());
+        }
+    }
+}
