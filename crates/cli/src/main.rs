@@ -1,1 +1,48 @@
-fn main() {}
+//! `superres`: AI image super-resolution from the command line and over HTTP.
+//!
+//! This binary only parses flags and wires the library crates together; each subcommand
+//! lives in its own module.
+
+mod bench;
+mod models;
+mod upscale;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "superres",
+    version,
+    about = "AI image super-resolution: CLI and HTTP service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Upscale image files or folders.
+    Upscale(upscale::Args),
+    /// List or inspect models.
+    #[command(subcommand)]
+    Models(models::Command),
+    /// Time a model on a synthetic input.
+    Bench(bench::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Upscale(args) => upscale::run(args),
+        Command::Models(cmd) => models::run(cmd),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,49 @@
-//! The pipeline (in progress).
+//! The superres pipeline: a loaded [`Model`] and [`upscale`], which takes a decoded
+//! [`Image`] to its upscaled twin.
+//!
+//! Where it sits in the data path:
+//! ```text
+//! Image ──family pre-processing──▶ tiles (overlap = receptive field) ──backend──▶
+//!       ──crop cores──▶ family post-processing ──▶ Image (alpha upscaled separately)
+//! ```
+//! The family decides the arithmetic around the network, and it is OpenCV's arithmetic
+//! (see [`superres_imaging::opencv`]) so that an OpenCV `dnn_superres` user gets the same
+//! pixels from the same `.pb` file:
+//! - [`Family::YChannel`] (ESPCN, FSRCNN, LapSRN): the network sees Y of YCrCb / 255; Cr and
+//!   Cb are upscaled bilinearly and merged back.
+//! - [`Family::Edsr`]: the network sees B, G, R minus the DIV2K mean.
+//! - [`Family::Rgb`] (ONNX exports): R, G, B / 255, clamped back to `[0, 1]`.
+//!
+//! Every tile is processed with a margin of at least the network's receptive field, so the
+//! result does not depend on the tile size (see `tests/tiling.rs`). The tile size defaults
+//! to what a memory budget allows, which bounds memory for any image size.
+
+pub mod device;
+mod family;
+mod model;
+mod pipeline;
+pub mod registry;
+
+pub use family::Family;
+pub use model::{Model, ModelInfo};
+pub use pipeline::{Options, Progress, upscale};
+pub use superres_imaging::{ColorKind, Image, Samples};
+
+use superres_engine::EngineError;
+use superres_import::ImportError;
+
+/// Why an upscale failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpscaleError {
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    /// The image cannot be processed by this model (e.g. malformed sample buffer).
+    #[error("{0}")]
+    BadImage(String),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error("cancelled")]
+    Cancelled,
+}

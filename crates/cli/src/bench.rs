@@ -1,0 +1,103 @@
+//! `superres bench`: times a model's forward pass on a synthetic input.
+//!
+//! Only the network is timed (no decoding, colour conversion or encoding), after one
+//! warm-up run, so the numbers compare directly with other engines running the same graph.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::bail;
+use clap::Parser;
+use superres_graph::Tensor;
+use superres_import::Overrides;
+use superres_upscale::{device, registry};
+
+#[derive(Parser)]
+pub struct Args {
+    /// A registry name or a path to a .pb / .onnx file.
+    #[arg(short, long, default_value = registry::DEFAULT_MODEL)]
+    model: String,
+    #[arg(long, env = "SUPERRES_MODELS")]
+    models: Option<PathBuf>,
+    /// Input size, WxH.
+    #[arg(long, default_value = "256x256")]
+    size: String,
+    /// Timed runs (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| anyhow::anyhow!("--size must look like 256x256, got '{s}'"))?;
+    let (w, h) = (w.trim().parse::<usize>()?, h.trim().parse::<usize>()?);
+    if w == 0 || h == 0 {
+        bail!("--size must be at least 1x1");
+    }
+    Ok((w, h))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (w, h) = parse_size(&args.size)?;
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let backend = device::backend(&args.device)?;
+    let entry = registry::resolve(&args.model, args.models.as_deref())?;
+    let model = entry
+        .source
+        .load(&entry.name, backend.as_ref(), Overrides::default())?;
+    let c = model.graph().input_channels().unwrap_or(1);
+    // A deterministic pseudo-random input in the range the family feeds the network.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<f32> = (0..w * h * c)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect();
+    let input = Tensor::image(h, w, c, data);
+    let exe = backend.prepare(model.graph())?;
+    exe.run(&input)?;
+    let mut times = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        exe.run(&input)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let min = times[0];
+    let mp_per_s = (w * h) as f64 / 1e6 / (median / 1e3);
+    let gflops = 2.0 * model.graph().macs_per_input_pixel() * (w * h) as f64 / 1e9 / (median / 1e3);
+    if args.json {
+        let v = serde_json::json!({
+            "model": model.name(),
+            "device": backend.name(),
+            "size": format!("{w}x{h}"),
+            "runs": args.runs,
+            "median_ms": median,
+            "min_ms": min,
+            "megapixels_per_s": mp_per_s,
+            "gflops": gflops,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} on {} at {w}x{h}: median {median:.2} ms, min {min:.2} ms over {} runs; {mp_per_s:.3} MP/s, {gflops:.1} GFLOP/s effective",
+            model.name(),
+            backend.name(),
+            args.runs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,242 @@
+//! `superres upscale INPUT... [-o OUT]`: batch upscaling with progress bars.
+//!
+//! One broken file does not stop a batch: it is reported by name and the command exits
+//! non-zero at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use superres_imaging::decode::{Limits, decode};
+use superres_imaging::encode::{EncodeOptions, OutputFormat, encode};
+use superres_import::{Family, Overrides};
+use superres_upscale::{Model, Options, device, registry, upscale};
+
+#[derive(Parser)]
+pub struct Args {
+    /// Image files or folders of images.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output file (one input) or folder (several inputs or a folder; created if missing).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// A registry name or a path to a .pb / .onnx file.
+    #[arg(short, long, default_value = registry::DEFAULT_MODEL, env = "SUPERRES_MODEL")]
+    model: String,
+    /// Folder of named models.
+    #[arg(long, env = "SUPERRES_MODELS")]
+    models: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", env = "SUPERRES_DEVICE")]
+    device: String,
+    /// Tile side in input pixels (0: whole image). Default: from --memory-budget.
+    #[arg(long)]
+    tile: Option<usize>,
+    /// Memory for one tile's activations, in MiB, when --tile is not given.
+    #[arg(long, default_value_t = 512)]
+    memory_budget: usize,
+    /// Output format: png, jpeg or webp. Default: from -o's extension, else png.
+    #[arg(long)]
+    format: Option<String>,
+    /// JPEG quality (1-100).
+    #[arg(long, default_value_t = 92)]
+    quality: u8,
+    /// Downscale inputs whose longest side exceeds N pixels first (Lanczos). Off by default.
+    #[arg(long)]
+    max_input_side: Option<usize>,
+    /// Override the detected pre/post-processing family: edsr, y or rgb.
+    #[arg(long)]
+    family: Option<Family>,
+    /// Override the detected scale (must agree with the graph).
+    #[arg(long)]
+    scale: Option<usize>,
+    /// No progress bars.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"];
+
+/// Expands folders into their image files (sorted, not recursive).
+fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read folder {}", p.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| {
+                    f.is_file()
+                        && f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                            IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                        })
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Where each input's result goes, following the naming contract: one file input and `-o`
+/// names the file; otherwise `-o` is a folder and outputs keep their input's stem.
+fn output_paths(
+    args: &Args,
+    files: &[PathBuf],
+    scale: usize,
+    format: Option<OutputFormat>,
+) -> anyhow::Result<Vec<(PathBuf, OutputFormat)>> {
+    let single = files.len() == 1 && !args.inputs[0].is_dir();
+    let stem = |f: &Path| {
+        f.file_stem()
+            .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
+    };
+    match (&args.output, single) {
+        (Some(out), true) if !out.is_dir() => {
+            let fmt = format
+                .or_else(|| OutputFormat::from_path(out))
+                .unwrap_or(OutputFormat::Png);
+            Ok(vec![(out.clone(), fmt)])
+        }
+        (Some(dir), _) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let fmt = format.unwrap_or(OutputFormat::Png);
+            Ok(files
+                .iter()
+                .map(|f| (dir.join(format!("{}.{}", stem(f), fmt.extension())), fmt))
+                .collect())
+        }
+        (None, _) => {
+            let fmt = format.unwrap_or(OutputFormat::Png);
+            Ok(files
+                .iter()
+                .map(|f| {
+                    let dir = f.parent().unwrap_or(Path::new("."));
+                    (
+                        dir.join(format!("{}_x{scale}.{}", stem(f), fmt.extension())),
+                        fmt,
+                    )
+                })
+                .collect())
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let files = expand(&args.inputs)?;
+    if files.is_empty() {
+        bail!("no images found in {:?}", args.inputs);
+    }
+    let format = args
+        .format
+        .as_deref()
+        .map(|f| f.parse::<OutputFormat>().map_err(anyhow::Error::msg))
+        .transpose()?;
+    let backend = device::backend(&args.device)?;
+    let entry = registry::resolve(&args.model, args.models.as_deref())?;
+    let overrides = Overrides {
+        family: args.family,
+        scale: args.scale,
+    };
+    let model: Model = entry
+        .source
+        .load(&entry.name, backend.as_ref(), overrides)?;
+    let outputs = output_paths(&args, &files, model.scale(), format)?;
+    let options = Options {
+        tile: args.tile,
+        memory_budget: args.memory_budget << 20,
+    };
+    let encode_options = EncodeOptions {
+        jpeg_quality: args.quality,
+        ..EncodeOptions::default()
+    };
+
+    let bars = MultiProgress::new();
+    if args.quiet {
+        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let overall = bars.add(ProgressBar::new(files.len() as u64));
+    overall.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} images {elapsed_precise}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    overall.set_prefix("total");
+    let tile_style = ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} tiles {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+
+    let mut failed = Vec::new();
+    for (file, (out, fmt)) in files.iter().zip(&outputs) {
+        let bar = bars.insert_before(&overall, ProgressBar::new(1));
+        bar.set_style(tile_style.clone());
+        bar.set_prefix("image");
+        bar.set_message(file.display().to_string());
+        let started = Instant::now();
+        let result = process(
+            file,
+            out,
+            *fmt,
+            &model,
+            &options,
+            &encode_options,
+            args.max_input_side,
+            &bar,
+        );
+        bar.finish_and_clear();
+        match result {
+            Ok((w, h)) => bars.println(format!(
+                "{} → {} ({w}×{h}, {:.2} s)",
+                file.display(),
+                out.display(),
+                started.elapsed().as_secs_f64()
+            ))?,
+            Err(e) => {
+                bars.println(format!("FAILED {}: {e:#}", file.display()))?;
+                failed.push(file.clone());
+            }
+        }
+        overall.inc(1);
+    }
+    overall.finish_and_clear();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{} of {} images failed", failed.len(), files.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process(
+    file: &Path,
+    out: &Path,
+    format: OutputFormat,
+    model: &Model,
+    options: &Options,
+    encode_options: &EncodeOptions,
+    max_input_side: Option<usize>,
+    bar: &ProgressBar,
+) -> anyhow::Result<(usize, usize)> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut image = decode(&bytes, &Limits::default())?;
+    if let Some(side) = max_input_side {
+        image = superres_imaging::resample::downscale_lanczos(&image, side)?;
+    }
+    let result = upscale(model, &image, options, &mut |p| {
+        bar.set_length(p.tiles_total as u64);
+        bar.set_position(p.tiles_done as u64);
+        true
+    })?;
+    let encoded = encode(&result, format, encode_options)?;
+    std::fs::write(out, encoded).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok((result.width, result.height))
+}

@@ -1,0 +1,135 @@
+//! A model loaded once and prepared on a backend.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use superres_engine::{Backend, Executable};
+use superres_graph::{Graph, ReceptiveField};
+use superres_import::{Format, ImportedModel, Overrides};
+
+use crate::{Family, UpscaleError};
+
+/// A network ready to upscale: its graph prepared on a backend, with the family and scale
+/// that decide the arithmetic around it. Cheap to share (`Arc` inside); `upscale` may run
+/// on it from several threads at once.
+#[derive(Clone)]
+pub struct Model {
+    info: ModelInfo,
+    graph: Arc<Graph>,
+    executable: Arc<dyn Executable>,
+    receptive_field: ReceptiveField,
+    /// Estimated peak `f32` activation values per input pixel of a tile.
+    values_per_pixel: usize,
+}
+
+/// What a model is, for listings and headers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub family: Family,
+    pub scale: usize,
+    pub format: Format,
+    /// Where it came from: a file path, or `builtin`.
+    pub source: String,
+    /// The backend it runs on, e.g. `cpu (2 threads)`.
+    pub device: String,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Reads a `.pb` or `.onnx` file and prepares it on `backend`. The name is the file stem.
+    pub fn load(
+        path: &Path,
+        backend: &dyn Backend,
+        overrides: Overrides,
+    ) -> Result<Model, UpscaleError> {
+        let imported = superres_import::load(path, overrides)?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        Model::prepare(&name, &path.display().to_string(), imported, backend)
+    }
+
+    /// Prepares an imported model on `backend`.
+    pub fn prepare(
+        name: &str,
+        source: &str,
+        imported: ImportedModel,
+        backend: &dyn Backend,
+    ) -> Result<Model, UpscaleError> {
+        let executable = backend.prepare(&imported.graph)?;
+        let receptive_field = imported.graph.receptive_field();
+        let values_per_pixel = peak_values_per_pixel(&imported.graph);
+        Ok(Model {
+            info: ModelInfo {
+                name: name.to_string(),
+                family: imported.family,
+                scale: imported.scale,
+                format: imported.format,
+                source: source.to_string(),
+                device: backend.name(),
+            },
+            graph: Arc::new(imported.graph),
+            executable,
+            receptive_field,
+            values_per_pixel,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn scale(&self) -> usize {
+        self.info.scale
+    }
+
+    pub fn family(&self) -> Family {
+        self.info.family
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn receptive_field(&self) -> ReceptiveField {
+        self.receptive_field
+    }
+
+    pub(crate) fn executable(&self) -> &dyn Executable {
+        self.executable.as_ref()
+    }
+
+    /// Estimated peak activation values (`f32`) per input pixel of a tile.
+    pub fn values_per_pixel(&self) -> usize {
+        self.values_per_pixel
+    }
+}
+
+/// A conservative estimate of the live activation set per input pixel: the largest value,
+/// its input and one skip tensor alive at once (three of the largest).
+fn peak_values_per_pixel(graph: &Graph) -> usize {
+    let largest = graph
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let c = n.channels?;
+            let s = n.scale?;
+            Some((c * s.num * s.num).div_ceil(s.den * s.den))
+        })
+        .max()
+        .unwrap_or(1);
+    3 * largest
+}
