@@ -132,7 +132,7 @@ impl Epilogue {
         }
         match self.residual {
             None => y,
-            Some(s) if s == 1.0 => skip + y,
+            Some(1.0) => skip + y,
             Some(s) => skip + s * y,
         }
     }
@@ -512,10 +512,10 @@ impl Graph {
                         c.cout
                     )));
                 }
-                if let Some(b) = &c.epilogue.bias {
-                    if b.len() != c.cout {
-                        return Err(err(format!("{} biases for {} channels", b.len(), c.cout)));
-                    }
+                if let Some(b) = &c.epilogue.bias
+                    && b.len() != c.cout
+                {
+                    return Err(err(format!("{} biases for {} channels", b.len(), c.cout)));
                 }
                 if c.stride.0 == 0 || c.stride.1 == 0 || c.dilation.0 == 0 || c.dilation.1 == 0 {
                     return Err(err("zero stride or dilation".into()));
@@ -575,10 +575,11 @@ impl Graph {
             Op::Unary(_) | Op::Activation(_) => {
                 arity(1)?;
                 let (c, s) = image(0)?;
-                if let Op::Activation(Activation::PRelu(a)) = op {
-                    if a.len() != 1 && a.len() != c {
-                        return Err(err(format!("{} slopes for {c} channels", a.len())));
-                    }
+                if let Op::Activation(Activation::PRelu(a)) = op
+                    && a.len() != 1
+                    && a.len() != c
+                {
+                    return Err(err(format!("{} slopes for {c} channels", a.len())));
                 }
                 Ok((Some(c), Some(s)))
             }

@@ -121,11 +121,213 @@ pub fn load(path: &Path, overrides: Overrides) -> Result<ImportedModel, ImportEr
 }
 
 /// Reads a model from memory; `file` names it in errors.
+///
+/// The format is recognised by content ([`detect_format`]), the graph is imported and
+/// optimised ([`superres_graph::passes::optimize`]), then the family and scale are detected
+/// and checked against `overrides`.
 pub fn load_bytes(
     bytes: &[u8],
     file: &str,
     overrides: Overrides,
 ) -> Result<ImportedModel, ImportError> {
-    let _ = (bytes, file, overrides);
-    todo!("content sniffing between tf::import and onnx::import")
+    let (format, raw) = import_unoptimized(bytes, file)?;
+    let graph = superres_graph::passes::optimize(&raw).map_err(|e| graph_error(file, e))?;
+    describe(graph, format, file, overrides)
+}
+
+/// Imports a model without running the optimisation passes: the graph op for op as the file
+/// spells it (weight dequantisation already folded). For tests and `models inspect`.
+pub fn import_unoptimized(bytes: &[u8], file: &str) -> Result<(Format, Graph), ImportError> {
+    match detect_format(bytes) {
+        Ok(Format::TensorFlow) => Ok((Format::TensorFlow, tf::import(bytes, file)?)),
+        Ok(Format::Onnx) => Ok((Format::Onnx, import_onnx(bytes, file)?)),
+        Err(reason) => Err(ImportError::UnknownFormat {
+            file: file.to_string(),
+            reason,
+        }),
+    }
+}
+
+fn import_onnx(bytes: &[u8], file: &str) -> Result<Graph, ImportError> {
+    // The ONNX reader lives in `onnx`; until it provides `import`, say so plainly.
+    let _ = bytes;
+    Err(ImportError::UnknownFormat {
+        file: file.to_string(),
+        reason: "this looks like an ONNX model, and ONNX import is not available yet".into(),
+    })
+}
+
+fn graph_error(file: &str, e: superres_graph::GraphError) -> ImportError {
+    let superres_graph::GraphError::Invalid { node, op, message } = e;
+    ImportError::InvalidNode {
+        file: file.to_string(),
+        node,
+        message: format!("{op}: {message}"),
+    }
+}
+
+/// Detects family and scale of an imported graph and applies the overrides.
+pub fn describe(
+    graph: Graph,
+    format: Format,
+    file: &str,
+    overrides: Overrides,
+) -> Result<ImportedModel, ImportError> {
+    let invalid = |message: String| ImportError::InvalidModel {
+        file: file.to_string(),
+        message,
+    };
+    let channels = graph
+        .input_channels()
+        .ok_or_else(|| invalid("the graph must have exactly one image input".into()))?;
+    let Some((out_name, out)) = graph.outputs.first() else {
+        return Err(invalid("the graph has no output".into()));
+    };
+    let out_channels = graph.channels(*out);
+    if out_channels != channels {
+        return Err(invalid(format!(
+            "the input has {channels} channel(s) but output '{out_name}' has {out_channels}"
+        )));
+    }
+    let detected = match (format, channels) {
+        (_, 1) => Some(Family::YChannel),
+        (Format::TensorFlow, 3) => Some(Family::Edsr),
+        (Format::Onnx, 3) => Some(Family::Rgb),
+        _ => None,
+    };
+    let family = match overrides.family {
+        Some(f) => {
+            let want = match f {
+                Family::Edsr | Family::Rgb => 3,
+                Family::YChannel => 1,
+            };
+            if want != channels {
+                return Err(invalid(format!(
+                    "family '{}' needs a {want}-channel network, this one takes {channels} channel(s)",
+                    f.as_str()
+                )));
+            }
+            f
+        }
+        None => detected.ok_or_else(|| {
+            invalid(format!(
+                "no known family takes {channels} input channels (expected 1 or 3)"
+            ))
+        })?,
+    };
+    let scale = graph
+        .scale_factor(*out)
+        .filter(|&s| s >= 1)
+        .ok_or_else(|| {
+            invalid(format!(
+                "output '{out_name}' is not an integer upscale of the input"
+            ))
+        })?;
+    if let Some(s) = overrides.scale
+        && s != scale
+    {
+        return Err(invalid(format!(
+            "scale {s} was requested, but the network upscales by {scale}"
+        )));
+    }
+    Ok(ImportedModel {
+        graph,
+        family,
+        scale,
+        format,
+    })
+}
+
+/// Recognises a model file by content. Both formats are protobuf messages without a magic
+/// number, so this walks the top-level fields and checks which schema they fit:
+/// a GraphDef is `node` records (field 1, length-delimited) plus `library`/`versions`;
+/// an ONNX ModelProto starts with `ir_version` (field 1, a varint) and holds `graph` (7) and
+/// `opset_import` (8). A truncated file is still recognised by its first fields, so that the
+/// importer can report it as corrupt rather than foreign.
+pub fn detect_format(bytes: &[u8]) -> Result<Format, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    for (magic, what) in [
+        (&b"\x89PNG"[..], "a PNG image"),
+        (&b"\xff\xd8\xff"[..], "a JPEG image"),
+        (
+            &b"PK\x03\x04"[..],
+            "a zip archive (e.g. a PyTorch checkpoint or .npz)",
+        ),
+        (&b"GIF8"[..], "a GIF image"),
+    ] {
+        if bytes.starts_with(magic) {
+            return Err(format!("it is {what}"));
+        }
+    }
+    const VARINT: u64 = 0;
+    const LEN: u64 = 2;
+    let (mut tf, mut onnx) = (0usize, 0usize);
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Some(tag) = read_varint(bytes, &mut pos) else {
+            break;
+        };
+        let (field, wire) = (tag >> 3, tag & 7);
+        let tf_field = matches!((field, wire), (1, LEN) | (2, LEN) | (3, VARINT) | (4, LEN));
+        let onnx_field = matches!(
+            (field, wire),
+            (1, VARINT)
+                | (2..=4, LEN)
+                | (5, VARINT)
+                | (6..=8, LEN)
+                | (14, LEN)
+                | (20, LEN)
+                | (25, LEN)
+        );
+        if !tf_field && !onnx_field {
+            break;
+        }
+        tf += usize::from(tf_field && !onnx_field);
+        onnx += usize::from(onnx_field && !tf_field);
+        let skipped = match wire {
+            VARINT => read_varint(bytes, &mut pos).is_some(),
+            LEN => match read_varint(bytes, &mut pos) {
+                Some(n) => {
+                    let end = usize::try_from(n).ok().and_then(|n| pos.checked_add(n));
+                    match end {
+                        Some(end) if end <= bytes.len() => {
+                            pos = end;
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if !skipped {
+            break;
+        }
+    }
+    match (tf, onnx) {
+        (t, 0) if t > 0 => Ok(Format::TensorFlow),
+        (0, o) if o > 0 => Ok(Format::Onnx),
+        (0, 0) => Err(if bytes.iter().take(512).all(|b| b.is_ascii()) {
+            "it is text, not a binary protobuf model".into()
+        } else {
+            "the bytes are not a protobuf message of either format".into()
+        }),
+        _ => Err("its fields fit neither a TensorFlow GraphDef nor an ONNX ModelProto".into()),
+    }
+}
+
+fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
