@@ -49,9 +49,9 @@ const G: [[f64; 3]; 6] = [
 ];
 
 /// Output channels per `M` chunk.
-const CO_CHUNK: usize = 64;
+const CO_CHUNK: usize = 256;
 /// Target size of a block's transformed input, in bytes.
-const V_BUDGET: usize = 480 * 1024;
+const V_BUDGET: usize = 3 << 20;
 
 impl Winograd {
     pub fn new(c: &Conv2d, _isa: Isa) -> Self {
@@ -98,7 +98,7 @@ impl Winograd {
         let isa = ck.isa;
         let np_max = isa.max_np();
         let mr = isa.mr(np_max);
-        let rows = (V_BUDGET / (36 * mr * self.cinp * 4)).clamp(1, 8);
+        let rows = (V_BUDGET / (36 * mr * self.cinp * 4)).clamp(1, 32);
         let tiles_w = ow.div_ceil(4);
         let ntiles = oh.div_ceil(4) * tiles_w;
         let rows = rows.min(ntiles.div_ceil(mr));
@@ -234,10 +234,12 @@ impl Job<'_> {
             let p_hi = (p_lo + self.chunk_panels).min(wg.panels);
             let cc = (p_hi - p_lo) * 16;
             for xi in 0..36 {
-                let mut p = p_lo;
-                while p < p_hi {
-                    let np = isa.max_np().min(p_hi - p);
-                    for r in 0..used_rows {
+                // A panel of V (`cinp × mr`, ≤ 12 KiB) stays in L1 while the ξ slice of U
+                // (≤ 256 KiB, in L2) streams past it.
+                for r in 0..used_rows {
+                    let mut p = p_lo;
+                    while p < p_hi {
+                        let np = isa.max_np().min(p_hi - p);
                         let blk = Block {
                             runs: &runs,
                             run_len: cinp,
@@ -253,8 +255,8 @@ impl Job<'_> {
                         // of U hold `cinp` rows each; M has `t ≥ (r+1)·mr` rows of `cc ≥
                         // (p-p_lo+np)·16` floats for this ξ. `mr ≤ isa.mr(np)`.
                         unsafe { gemm::block(isa, mr, np, &blk) };
+                        p += np;
                     }
-                    p += np;
                 }
             }
             for (i, tile) in tiles.clone().enumerate() {
