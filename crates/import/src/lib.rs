@@ -140,21 +140,12 @@ pub fn load_bytes(
 pub fn import_unoptimized(bytes: &[u8], file: &str) -> Result<(Format, Graph), ImportError> {
     match detect_format(bytes) {
         Ok(Format::TensorFlow) => Ok((Format::TensorFlow, tf::import(bytes, file)?)),
-        Ok(Format::Onnx) => Ok((Format::Onnx, import_onnx(bytes, file)?)),
+        Ok(Format::Onnx) => Ok((Format::Onnx, onnx::import(bytes, file)?)),
         Err(reason) => Err(ImportError::UnknownFormat {
             file: file.to_string(),
             reason,
         }),
     }
-}
-
-fn import_onnx(bytes: &[u8], file: &str) -> Result<Graph, ImportError> {
-    // The ONNX reader lives in `onnx`; until it provides `import`, say so plainly.
-    let _ = bytes;
-    Err(ImportError::UnknownFormat {
-        file: file.to_string(),
-        reason: "this looks like an ONNX model, and ONNX import is not available yet".into(),
-    })
 }
 
 fn graph_error(file: &str, e: superres_graph::GraphError) -> ImportError {
