@@ -1,0 +1,555 @@
+// superres web page: upload an image, follow the job, compare and download the result.
+// Plain browser JavaScript, no dependencies.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    form: $('form'), drop: $('drop'), file: $('file'), fileInfo: $('file-info'),
+    model: $('model'), format: $('format'), submit: $('submit'),
+    status: $('status'), statusText: $('status-text'), progress: $('progress'), cancel: $('cancel'),
+    error: $('error'), errorTitle: $('error-title'), errorText: $('error-text'), errorDetail: $('error-detail'),
+    retryBox: $('retry-box'), retry: $('retry'), autoRetry: $('auto-retry'),
+    result: $('result'), resultInfo: $('result-info'), download: $('download'),
+    zoom: $('zoom'), zoomIn: $('zoom-in'), zoomOut: $('zoom-out'), pixelated: $('pixelated'),
+    viewport: $('viewport'), stage: $('stage'), before: $('before'), after: $('after'),
+    beforeClip: $('before-clip'), divider: $('divider'), split: $('split'),
+  };
+
+  const state = {
+    file: null,          // the chosen File
+    inputUrl: null,      // object URL of the input, for the "before" image
+    inputSize: null,     // {w, h} when the browser could decode the input
+    models: [],          // from /v1/models
+    job: null,           // {id, events: EventSource|null, poll: timer|null, done: bool}
+    resultUrl: null,
+    outSize: null,       // {w, h}
+    zoom: 'fit',         // 'fit' or a number: CSS pixels per output pixel
+    scale: 1,            // the zoom actually applied
+    retryTimer: null,
+    retryAt: 0,
+  };
+
+  // ---------- helpers ----------
+
+  const fmtBytes = (n) => n < 1024 ? `${n} B`
+    : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} kB`
+    : `${(n / 1024 / 1024).toFixed(1)} MB`;
+
+  const EXT = { png: 'png', jpeg: 'jpg', webp: 'webp' };
+
+  /** `photo.jpg` + 3 + `png` → `photo_x3.png`. */
+  function outputName(inputName, scale, format) {
+    const base = (inputName || 'image').replace(/^.*[\\/]/, '');
+    const dot = base.lastIndexOf('.');
+    const stem = dot > 0 ? base.slice(0, dot) : base;
+    return `${stem || 'image'}_x${scale}.${EXT[format] || format}`;
+  }
+
+  function selectedModel() {
+    return state.models.find((m) => m.name === el.model.value) || null;
+  }
+
+  /** Reads an error response's JSON `{error, code}`; tolerates other bodies. */
+  async function readError(res) {
+    let body = null;
+    try {
+      const text = await res.text();
+      try { body = JSON.parse(text); } catch { body = { error: text.trim() }; }
+    } catch { body = {}; }
+    return { status: res.status, message: body && body.error ? String(body.error) : '', code: body && body.code ? String(body.code) : '' };
+  }
+
+  /** Seconds from a Retry-After header (delta-seconds or HTTP date); null if absent. */
+  function retryAfterSeconds(res) {
+    const v = res.headers.get('Retry-After');
+    if (!v) return null;
+    if (/^\d+$/.test(v.trim())) return parseInt(v, 10);
+    const t = Date.parse(v);
+    return Number.isNaN(t) ? null : Math.max(0, Math.ceil((t - Date.now()) / 1000));
+  }
+
+  /** Progress as a fraction 0..1 from the job object, whatever shape the server uses. */
+  function progressFraction(job) {
+    const p = job.progress;
+    if (p == null) return null;
+    if (typeof p === 'number') return p > 1 ? p / 100 : p;
+    if (typeof p === 'object') {
+      const done = p.done ?? p.tiles_done ?? p.completed;
+      const total = p.total ?? p.tiles_total ?? p.tiles;
+      if (typeof done === 'number' && typeof total === 'number' && total > 0) return done / total;
+      if (typeof p.fraction === 'number') return p.fraction;
+    }
+    return null;
+  }
+
+  // ---------- messages ----------
+
+  function showStatus(text, { progress = null, cancellable = false } = {}) {
+    el.status.hidden = false;
+    el.statusText.textContent = text;
+    if (progress == null) {
+      el.progress.hidden = true;
+    } else {
+      el.progress.hidden = false;
+      el.progress.value = Math.round(Math.max(0, Math.min(1, progress)) * 100);
+      el.progress.setAttribute('aria-valuetext', `${el.progress.value}%`);
+    }
+    el.cancel.hidden = !cancellable;
+  }
+
+  function hideStatus() { el.status.hidden = true; }
+
+  function clearError() {
+    stopRetry();
+    el.error.hidden = true;
+    el.error.dataset.code = '';
+  }
+
+  function showError(title, text, { code = '', detail = '', retryAfter = null } = {}) {
+    hideStatus();
+    el.error.hidden = false;
+    el.error.dataset.code = code;
+    el.errorTitle.textContent = title;
+    el.errorText.textContent = text;
+    el.errorDetail.textContent = detail ? `Server: ${detail}` : '';
+    el.errorDetail.hidden = !detail;
+    if (retryAfter != null) startRetry(retryAfter); else stopRetry();
+  }
+
+  /** Turns an HTTP error into a message a person can act on: [title, text]. */
+  function explain(err, retryAfter) {
+    const when = retryAfter != null ? `You can retry in ${retryAfter} s.` : 'Try again shortly.';
+    switch (err.status) {
+      case 413: return ['Image too large', "The image is over the server's size or pixel limit. Try a smaller image."];
+      case 415: return ['Unsupported file', 'This file is not an image the server can read. Use PNG, JPEG or WebP.'];
+      case 422: return ['Corrupt image', 'The image could not be decoded: it may be damaged or truncated.'];
+      case 429: return ['Server busy', `Too many images are waiting to be processed. ${when}`];
+      case 503: return ['Server not ready', `The server is still starting (loading its models). ${when}`];
+      case 400: return ['Bad request', 'The server rejected the upload.'];
+      case 404: return ['Not found', 'The job no longer exists on the server.'];
+      default: return ['Server error', `Something went wrong on the server (HTTP ${err.status}).`];
+    }
+  }
+
+  // ---------- retry after 429 / 503 ----------
+
+  function stopRetry() {
+    clearInterval(state.retryTimer);
+    state.retryTimer = null;
+    el.retryBox.hidden = true;
+  }
+
+  function startRetry(seconds) {
+    stopRetry();
+    state.retryAt = Date.now() + seconds * 1000;
+    el.retryBox.hidden = false;
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
+      if (left > 0) {
+        el.retry.textContent = el.autoRetry.checked ? `Retrying in ${left} s…` : `Retry in ${left} s`;
+        el.retry.dataset.wait = String(left);
+      } else {
+        el.retry.textContent = 'Retry now';
+        el.retry.dataset.wait = '0';
+        if (el.autoRetry.checked) { stopRetry(); submit(); }
+      }
+    };
+    tick();
+    state.retryTimer = setInterval(tick, 250);
+  }
+
+  el.retry.addEventListener('click', () => {
+    const left = state.retryAt - Date.now();
+    if (left <= 0) { stopRetry(); submit(); return; }
+    // Pressed during the wait: agree to retry as soon as the wait is over.
+    el.autoRetry.checked = true;
+  });
+  el.autoRetry.addEventListener('change', () => {
+    if (el.autoRetry.checked && state.retryAt <= Date.now() && state.retryTimer) { stopRetry(); submit(); }
+  });
+
+  // ---------- models ----------
+
+  async function loadModels(attempt = 0) {
+    let res;
+    try {
+      res = await fetch('/v1/models', { headers: { Accept: 'application/json' } });
+    } catch {
+      return retryModels(attempt, 'Cannot reach the server.');
+    }
+    if (!res.ok) {
+      return retryModels(attempt, res.status === 503 ? 'The server is loading its models…' : `Models unavailable (HTTP ${res.status}).`);
+    }
+    let list = await res.json();
+    if (!Array.isArray(list)) list = list.models || [];
+    state.models = list;
+    el.model.textContent = '';
+    for (const m of list) {
+      const opt = document.createElement('option');
+      opt.value = m.name;
+      opt.textContent = `${m.name} — ×${m.scale}`;
+      opt.title = [m.family, m.device, m.source].filter(Boolean).join(' · ');
+      el.model.append(opt);
+    }
+    if (!list.length) {
+      el.model.append(new Option('No models loaded', ''));
+    } else {
+      const def = list.find((m) => m.name === 'default');
+      if (def) el.model.value = def.name;
+    }
+    el.model.disabled = !list.length;
+    updateFileInfo();
+    updateSubmit();
+  }
+
+  function retryModels(attempt, text) {
+    el.model.textContent = '';
+    el.model.append(new Option(text, ''));
+    el.model.disabled = true;
+    updateSubmit();
+    setTimeout(() => loadModels(attempt + 1), Math.min(10000, 1000 * 2 ** attempt));
+  }
+
+  // ---------- file choice ----------
+
+  function setFile(file) {
+    if (!file) return;
+    state.file = file;
+    if (state.inputUrl) URL.revokeObjectURL(state.inputUrl);
+    state.inputUrl = URL.createObjectURL(file);
+    state.inputSize = null;
+    clearError();
+    const probe = new Image();
+    probe.onload = () => {
+      if (state.file !== file) return;
+      state.inputSize = { w: probe.naturalWidth, h: probe.naturalHeight };
+      updateFileInfo();
+    };
+    probe.onerror = () => updateFileInfo();
+    probe.src = state.inputUrl;
+    updateFileInfo();
+    updateSubmit();
+  }
+
+  function updateFileInfo() {
+    const f = state.file;
+    if (!f) { el.fileInfo.textContent = ''; return; }
+    let text = `${f.name} — ${fmtBytes(f.size)}`;
+    if (state.inputSize) {
+      const { w, h } = state.inputSize;
+      text += `, ${w}×${h}`;
+      const m = selectedModel();
+      if (m && m.scale) text += ` → ${w * m.scale}×${h * m.scale}`;
+    }
+    el.fileInfo.textContent = text;
+    el.drop.classList.add('has-file');
+    el.drop.querySelector('.drop-title').textContent = f.name;
+    el.drop.querySelector('.drop-sub').textContent = 'Press to choose another file, or drop one here';
+  }
+
+  function updateSubmit() {
+    el.submit.disabled = !state.file || el.model.disabled || !!(state.job && !state.job.done);
+  }
+
+  el.drop.addEventListener('click', () => el.file.click());
+  el.file.addEventListener('change', () => { setFile(el.file.files[0]); el.file.value = ''; });
+  el.model.addEventListener('change', updateFileInfo);
+
+  // Drops anywhere on the page are taken; the drop zone highlights.
+  let dragDepth = 0;
+  document.addEventListener('dragenter', (e) => {
+    if (!e.dataTransfer || ![...e.dataTransfer.types].includes('Files')) return;
+    dragDepth++; document.body.classList.add('dragging');
+  });
+  document.addEventListener('dragleave', () => {
+    if (--dragDepth <= 0) { dragDepth = 0; document.body.classList.remove('dragging'); }
+  });
+  document.addEventListener('dragover', (e) => { e.preventDefault(); });
+  document.addEventListener('drop', (e) => {
+    e.preventDefault();
+    dragDepth = 0; document.body.classList.remove('dragging');
+    const f = e.dataTransfer && e.dataTransfer.files[0];
+    if (f) setFile(f);
+  });
+  document.addEventListener('paste', (e) => {
+    const f = [...(e.clipboardData ? e.clipboardData.files : [])].find((x) => x.type.startsWith('image/'));
+    if (f) setFile(f);
+  });
+
+  // ---------- the job ----------
+
+  el.form.addEventListener('submit', (e) => { e.preventDefault(); submit(); });
+
+  async function submit() {
+    if (!state.file || (state.job && !state.job.done)) return;
+    clearError();
+    hideResult();
+    const fd = new FormData();
+    fd.append('image', state.file, state.file.name);
+    if (el.model.value) fd.append('model', el.model.value);
+    fd.append('format', el.format.value);
+    const job = { id: null, events: null, poll: null, done: false,
+      file: state.file, model: selectedModel(), format: el.format.value };
+    state.job = job;
+    updateSubmit();
+    showStatus(`Uploading ${state.file.name}…`);
+    let res;
+    try {
+      res = await fetch('/v1/jobs', { method: 'POST', body: fd });
+    } catch {
+      finishJob(job);
+      showError('Connection failed', 'Could not reach the server. Check that it is running, then try again.', { code: 'network' });
+      return;
+    }
+    if (res.status !== 202 && !res.ok) {
+      const err = await readError(res);
+      const after = retryAfterSeconds(res);
+      finishJob(job);
+      const [title, text] = explain(err, after);
+      const retry = err.status === 429 || err.status === 503 ? (after ?? 5) : null;
+      showError(title, text, { code: err.code || String(err.status), detail: err.message, retryAfter: retry });
+      return;
+    }
+    const body = await res.json();
+    job.id = body.id;
+    onJob(job, body);
+    follow(job);
+  }
+
+  function follow(job) {
+    if (!('EventSource' in window)) { poll(job); return; }
+    const es = new EventSource(`/v1/jobs/${encodeURIComponent(job.id)}/events`);
+    job.events = es;
+    const handle = (e) => {
+      let data;
+      try { data = JSON.parse(e.data); } catch { return; }
+      onJob(job, data);
+    };
+    es.onmessage = handle;
+    for (const name of ['status', 'job', 'update', 'progress']) es.addEventListener(name, handle);
+    es.onerror = () => {
+      // The stream ended or broke before a final state: fall back to polling.
+      es.close();
+      job.events = null;
+      if (!job.done) poll(job);
+    };
+  }
+
+  async function poll(job) {
+    if (job.done) return;
+    try {
+      const res = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`);
+      if (!res.ok) {
+        const err = await readError(res);
+        finishJob(job);
+        const [title, text] = explain(err, null);
+        showError(title, text, { code: err.code || String(err.status), detail: err.message });
+        return;
+      }
+      onJob(job, await res.json());
+    } catch { /* transient: try again */ }
+    if (!job.done) job.poll = setTimeout(() => poll(job), 500);
+  }
+
+  function onJob(job, data) {
+    if (job.done || state.job !== job) return;
+    switch (data.status) {
+      case 'queued': {
+        const pos = data.position;
+        showStatus(pos == null ? 'Queued…'
+          : pos <= 0 ? 'Queued: next in line…'
+          : `Queued: position ${pos} in line…`, { cancellable: true });
+        break;
+      }
+      case 'running': {
+        const f = progressFraction(data);
+        showStatus(f == null ? 'Upscaling…' : `Upscaling… ${Math.round(f * 100)}%`, { progress: f ?? 0, cancellable: true });
+        break;
+      }
+      case 'done':
+        finishJob(job);
+        showStatus('Fetching the result…', { progress: 1 });
+        fetchResult(job);
+        break;
+      case 'failed':
+        finishJob(job);
+        showError('Upscaling failed', data.error ? `The job failed: ${data.error}` : 'The job failed on the server.', { code: 'failed' });
+        break;
+      case 'cancelled':
+        finishJob(job);
+        showError('Cancelled', 'The job was cancelled.', { code: 'cancelled' });
+        break;
+      default: break;
+    }
+  }
+
+  function finishJob(job) {
+    job.done = true;
+    if (job.events) { job.events.close(); job.events = null; }
+    clearTimeout(job.poll);
+    updateSubmit();
+  }
+
+  el.cancel.addEventListener('click', async () => {
+    const job = state.job;
+    if (!job || job.done || !job.id) return;
+    el.cancel.disabled = true;
+    try {
+      await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`, { method: 'DELETE' });
+    } catch { /* the event stream reports the outcome */ }
+    el.cancel.disabled = false;
+    if (!job.done) { finishJob(job); showError('Cancelled', 'The job was cancelled.', { code: 'cancelled' }); }
+  });
+
+  async function fetchResult(job) {
+    let res;
+    try {
+      res = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}/result`);
+    } catch {
+      showError('Connection failed', 'The result could not be downloaded. Try again.', { code: 'network' });
+      return;
+    }
+    if (!res.ok) {
+      const err = await readError(res);
+      const [title, text] = explain(err, null);
+      showError(title, text, { code: err.code || String(err.status), detail: err.message });
+      return;
+    }
+    const blob = await res.blob();
+    if (state.job !== job) return;
+    showResult(job, blob);
+  }
+
+  // ---------- result and comparison ----------
+
+  function hideResult() {
+    el.result.hidden = true;
+    if (state.resultUrl) { URL.revokeObjectURL(state.resultUrl); state.resultUrl = null; }
+  }
+
+  function showResult(job, blob) {
+    state.resultUrl = URL.createObjectURL(blob);
+    el.after.onload = () => {
+      const w = el.after.naturalWidth, h = el.after.naturalHeight;
+      state.outSize = { w, h };
+      const input = state.inputSize;
+      const scale = job.model && job.model.scale ? job.model.scale
+        : input ? Math.round(w / input.w) : 1;
+      const name = outputName(job.file.name, scale, job.format);
+      el.download.href = state.resultUrl;
+      el.download.download = name;
+      el.download.textContent = `Download ${name}`;
+      el.resultInfo.textContent = `${input ? `${input.w}×${input.h} → ` : ''}${w}×${h} · ${fmtBytes(blob.size)}`;
+      el.before.hidden = !input;
+      el.beforeClip.hidden = !input;
+      el.divider.hidden = !input;
+      el.split.disabled = !input;
+      hideStatus();
+      el.result.hidden = false;
+      state.zoom = 'fit';
+      el.zoom.value = 'fit';
+      applyZoom();
+      el.result.scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+    };
+    el.after.onerror = () => showError('Cannot display the result', 'The browser could not show this image format; the download still works.', { code: 'display' });
+    el.before.src = state.inputUrl;
+    el.after.src = state.resultUrl;
+    // Keep the download available even if the browser cannot display the format.
+    el.download.href = state.resultUrl;
+  }
+
+  function fitScale() {
+    const { w, h } = state.outSize;
+    const vw = el.viewport.clientWidth || w;
+    const vh = Math.max(200, window.innerHeight * 0.7);
+    return Math.min(vw / w, vh / h);
+  }
+
+  /** Sizes the stage; keeps the point (cx, cy) of the viewport fixed when given. */
+  function applyZoom(cx, cy) {
+    if (!state.outSize) return;
+    const old = state.scale;
+    const s = state.zoom === 'fit' ? fitScale() : state.zoom;
+    const vp = el.viewport;
+    const px = cx ?? vp.clientWidth / 2, py = cy ?? vp.clientHeight / 2;
+    const ox = (vp.scrollLeft + px) / old, oy = (vp.scrollTop + py) / old;
+    state.scale = s;
+    const { w, h } = state.outSize;
+    el.stage.style.width = `${Math.round(w * s)}px`;
+    el.stage.style.height = `${Math.round(h * s)}px`;
+    el.viewport.classList.toggle('zoomed', state.zoom !== 'fit');
+    el.after.classList.toggle('pixelated', s >= 2);
+    vp.scrollLeft = ox * s - px;
+    vp.scrollTop = oy * s - py;
+  }
+
+  function setZoom(z, cx, cy) {
+    const min = 0.05, max = 32;
+    state.zoom = z === 'fit' ? 'fit' : Math.max(min, Math.min(max, z));
+    const preset = [...el.zoom.options].find((o) => o.value === String(state.zoom));
+    if (!preset) {
+      let custom = el.zoom.querySelector('option[data-custom]');
+      if (!custom) { custom = new Option('', ''); custom.dataset.custom = '1'; el.zoom.append(custom); }
+      custom.value = String(state.zoom);
+      custom.textContent = `${Math.round(state.zoom * 100)}%`;
+    }
+    el.zoom.value = String(state.zoom);
+    applyZoom(cx, cy);
+  }
+
+  const zoomBy = (factor, cx, cy) => setZoom(state.scale * factor, cx, cy);
+
+  el.zoom.addEventListener('change', () => setZoom(el.zoom.value === 'fit' ? 'fit' : Number(el.zoom.value)));
+  el.zoomIn.addEventListener('click', () => zoomBy(2));
+  el.zoomOut.addEventListener('click', () => zoomBy(0.5));
+  el.pixelated.addEventListener('change', () => el.before.classList.toggle('pixelated', el.pixelated.checked));
+  window.addEventListener('resize', () => { if (state.zoom === 'fit' && !el.result.hidden) applyZoom(); });
+
+  el.viewport.addEventListener('wheel', (e) => {
+    if (!state.outSize) return;
+    e.preventDefault();
+    const r = el.viewport.getBoundingClientRect();
+    zoomBy(e.deltaY < 0 ? 1.25 : 0.8, e.clientX - r.left, e.clientY - r.top);
+  }, { passive: false });
+
+  el.viewport.addEventListener('keydown', (e) => {
+    if (e.key === '+' || e.key === '=') { zoomBy(2); e.preventDefault(); }
+    else if (e.key === '-' || e.key === '_') { zoomBy(0.5); e.preventDefault(); }
+    else if (e.key === '0') { setZoom('fit'); e.preventDefault(); }
+  });
+
+  function setSplit(pct) {
+    const v = Math.max(0, Math.min(100, pct));
+    el.split.value = String(v);
+    el.beforeClip.style.clipPath = `inset(0 ${100 - v}% 0 0)`;
+    el.divider.style.left = `${v}%`;
+  }
+  el.split.addEventListener('input', () => setSplit(Number(el.split.value)));
+  setSplit(50);
+
+  // Drag the divider to move the split; drag elsewhere to pan.
+  let drag = null;
+  el.viewport.addEventListener('pointerdown', (e) => {
+    if (e.button !== 0) return;
+    const onDivider = e.target === el.divider;
+    drag = { mode: onDivider ? 'split' : 'pan', x: e.clientX, y: e.clientY, sl: el.viewport.scrollLeft, st: el.viewport.scrollTop };
+    el.viewport.setPointerCapture(e.pointerId);
+    el.viewport.classList.add('grabbing');
+  });
+  el.viewport.addEventListener('pointermove', (e) => {
+    if (!drag) return;
+    if (drag.mode === 'split') {
+      const r = el.stage.getBoundingClientRect();
+      setSplit(((e.clientX - r.left) / r.width) * 100);
+    } else {
+      el.viewport.scrollLeft = drag.sl - (e.clientX - drag.x);
+      el.viewport.scrollTop = drag.st - (e.clientY - drag.y);
+    }
+  });
+  const endDrag = () => { drag = null; el.viewport.classList.remove('grabbing'); };
+  el.viewport.addEventListener('pointerup', endDrag);
+  el.viewport.addEventListener('pointercancel', endDrag);
+
+  loadModels();
+})();

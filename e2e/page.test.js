@@ -1,0 +1,205 @@
+// The page against a stand-in API (lib/mock-server.js): every message and control,
+// deterministically and without a model. The real server is exercised by superres.test.js.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const { launch, decodedSize } = require('./lib/browser');
+const { startMock } = require('./lib/mock-server');
+const { encodePng } = require('./lib/png');
+
+const PHOTO = { name: 'photo.png', mimeType: 'image/png', buffer: encodePng(40, 30) };
+
+let server, base, browser;
+
+test.before(async () => {
+  server = await startMock(0, { scale: 3, stepMs: 100 });
+  base = `http://127.0.0.1:${server.address().port}`;
+  browser = await launch();
+});
+test.after(async () => {
+  if (browser) await browser.close();
+  if (server) { server.closeAllConnections(); server.close(); }
+});
+
+async function openPage(viewport) {
+  const page = await browser.context.newPage();
+  if (viewport) await page.setViewportSize(viewport);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  await page.goto(base + '/');
+  await page.waitForSelector('#model:not([disabled])');
+  page.jsErrors = errors;
+  return page;
+}
+
+async function upload(page, file = PHOTO) {
+  await page.setInputFiles('#file', file);
+  await page.click('#submit');
+}
+
+test('empty page: model list with scales, upload disabled until a file is chosen', async () => {
+  const page = await openPage();
+  const options = await page.$$eval('#model option', (os) => os.map((o) => o.textContent));
+  assert.deepEqual(options, ['default — ×3', 'fsrcnn_x2 — ×2']);
+  assert.equal(await page.isDisabled('#submit'), true);
+  assert.deepEqual(await page.$$eval('#format option', (os) => os.map((o) => o.value)), ['png', 'jpeg', 'webp']);
+  // Every control has a label.
+  for (const id of ['model', 'format', 'zoom', 'split', 'pixelated', 'auto-retry']) {
+    const labelled = await page.$eval(`#${id}`, (e) => e.labels.length > 0 || !!e.getAttribute('aria-label'));
+    assert.ok(labelled, `#${id} has a label`);
+  }
+  await page.setInputFiles('#file', PHOTO);
+  await page.waitForFunction(() => /40×30 → 120×90/.test(document.getElementById('file-info').textContent));
+  assert.equal(await page.isDisabled('#submit'), false);
+  assert.deepEqual(page.jsErrors, []);
+  await page.close();
+});
+
+test('keyboard: the drop zone takes focus visibly and opens the file picker', async () => {
+  const page = await openPage();
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'drop');
+  const outline = await page.$eval('#drop', (e) => getComputedStyle(e).outlineStyle);
+  assert.notEqual(outline, 'none');
+  const chooserEvent = page.waitForEvent('filechooser');
+  await page.evaluate(() => 0); // lets the file-chooser interception reach the browser first
+  await page.keyboard.press('Enter');
+  const chooser = await chooserEvent;
+  await chooser.setFiles(PHOTO);
+  await page.waitForFunction(() => document.getElementById('file-info').textContent.includes('photo.png'));
+  await page.close();
+});
+
+test('upload: progress, then the result at 3x, compare, zoom, and the download', async () => {
+  const page = await openPage();
+  await upload(page);
+  await page.waitForSelector('#status-text:has-text("Queued")');
+  await page.waitForSelector('#progress:not([hidden])');
+  await page.waitForSelector('#result:not([hidden])');
+  const size = await page.$eval('#after', (i) => [i.naturalWidth, i.naturalHeight]);
+  assert.deepEqual(size, [120, 90]);
+  // The input is drawn at the output's displayed size.
+  const boxes = await page.$$eval('#before, #after', (is) => is.map((i) => [i.clientWidth, i.clientHeight]));
+  assert.deepEqual(boxes[0], boxes[1]);
+  assert.equal(await page.textContent('#download'), 'Download photo_x3.png');
+
+  await page.selectOption('#zoom', '4');
+  assert.equal(await page.$eval('#stage', (e) => e.style.width), '480px');
+  assert.equal(await page.$eval('#after', (e) => e.classList.contains('pixelated')), true);
+  await page.check('#pixelated');
+  assert.equal(await page.$eval('#before', (e) => getComputedStyle(e).imageRendering), 'pixelated');
+  await page.click('#zoom-in');
+  assert.equal(await page.$eval('#stage', (e) => e.style.width), '960px');
+  await page.fill('#split', '20');
+  await page.$eval('#split', (e) => e.dispatchEvent(new Event('input')));
+  assert.match(await page.$eval('#before-clip', (e) => e.style.clipPath), /inset\(0(px)? 80% 0(px)? 0(px)?\)/);
+
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  assert.equal(download.suggestedFilename(), 'photo_x3.png');
+  const bytes = fs.readFileSync(await download.path());
+  assert.deepEqual(await decodedSize(page, bytes), { width: 120, height: 90 });
+  assert.deepEqual(page.jsErrors, []);
+  await page.close();
+});
+
+test('the download name follows the input name, the model scale and the format', async () => {
+  const page = await openPage();
+  await page.selectOption('#model', 'fsrcnn_x2');
+  await page.selectOption('#format', 'webp');
+  await upload(page, { ...PHOTO, name: 'holiday.photo.jpg' });
+  await page.waitForSelector('#result:not([hidden])');
+  assert.equal(await page.getAttribute('#download', 'download'), 'holiday.photo_x2.webp');
+  await page.close();
+});
+
+for (const [status, title, extra] of [
+  [413, 'Image too large', 'smaller image'],
+  [415, 'Unsupported file', 'not an image'],
+  [422, 'Corrupt image', 'could not be decoded'],
+  [503, 'Server not ready', 'still starting'],
+  [500, 'Server error', 'HTTP 500'],
+]) {
+  test(`HTTP ${status} shows "${title}"`, async () => {
+    const page = await openPage();
+    server.mock.next.push({ status, error: 'detail from the server', code: 'x', retryAfter: status === 503 ? 30 : undefined });
+    await upload(page);
+    await page.waitForSelector('#error:not([hidden])');
+    assert.equal(await page.textContent('#error-title'), title);
+    const text = await page.textContent('#error-text');
+    assert.ok(text.includes(extra), text);
+    assert.equal(await page.textContent('#error-detail'), 'Server: detail from the server');
+    assert.equal(await page.isVisible('#retry-box'), status === 503);
+    assert.equal(await page.isDisabled('#submit'), false, 'the user can try again');
+    await page.close();
+  });
+}
+
+test('a file that is not an image is refused with the server message', async () => {
+  const page = await openPage();
+  await upload(page, { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('just some text\n') });
+  await page.waitForSelector('#error:not([hidden])');
+  assert.equal(await page.textContent('#error-title'), 'Unsupported file');
+  await page.close();
+});
+
+test('busy (429): says when to retry, and retries once the user agrees', async () => {
+  const page = await openPage();
+  server.mock.next.push({ status: 429, error: 'queue full', code: 'queue_full', retryAfter: 2 });
+  const before = server.mock.uploads;
+  await upload(page);
+  await page.waitForSelector('#error:not([hidden])');
+  assert.equal(await page.textContent('#error-title'), 'Server busy');
+  assert.match(await page.textContent('#error-text'), /retry in 2 s/);
+  assert.match(await page.textContent('#retry'), /Retry in [12] s/);
+  // No retry without consent.
+  await page.waitForTimeout(2300);
+  assert.equal(server.mock.uploads, before + 1);
+  assert.equal(await page.textContent('#retry'), 'Retry now');
+  await page.click('#retry');
+  await page.waitForSelector('#result:not([hidden])');
+  assert.equal(server.mock.uploads, before + 2);
+  assert.equal(await page.isVisible('#error'), false);
+  await page.close();
+});
+
+test('busy (429): "Retry automatically" retries when the countdown ends', async () => {
+  const page = await openPage();
+  server.mock.next.push({ status: 429, error: 'queue full', code: 'queue_full', retryAfter: 1 });
+  await upload(page);
+  await page.waitForSelector('#retry-box:not([hidden])');
+  await page.check('#auto-retry');
+  await page.waitForSelector('#result:not([hidden])', { timeout: 5000 });
+  await page.close();
+});
+
+test('a failed job shows the reason', async () => {
+  const page = await openPage();
+  server.mock.next.push({ fail: 'out of memory on the device' });
+  await upload(page);
+  await page.waitForSelector('#error:not([hidden])');
+  assert.equal(await page.textContent('#error-title'), 'Upscaling failed');
+  assert.match(await page.textContent('#error-text'), /out of memory on the device/);
+  await page.close();
+});
+
+test('a job can be cancelled while it waits', async () => {
+  const page = await openPage();
+  await upload(page);
+  await page.waitForSelector('#cancel:not([hidden])');
+  await page.click('#cancel');
+  await page.waitForSelector('#error:not([hidden])');
+  assert.equal(await page.textContent('#error-title'), 'Cancelled');
+  await page.close();
+});
+
+test('phone width: no horizontal scrolling, controls stay usable', async () => {
+  const page = await openPage({ width: 360, height: 740 });
+  await upload(page);
+  await page.waitForSelector('#result:not([hidden])');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
+  const box = await page.locator('#download').boundingBox();
+  assert.ok(box.x >= 0 && box.x + box.width <= 360);
+  await page.close();
+});
