@@ -59,7 +59,7 @@ function startMock(port = 0, opts = {}) {
   function run(j) {
     const steps = [
       () => { j.position = 1; },
-      () => { j.status = 'running'; j.position = 0; j.progress = 0; },
+      () => { j.status = 'running'; j.position = null; j.progress = 0; },
       () => { j.progress = 0.25; },
       () => { j.progress = 0.5; },
       () => { j.progress = 0.75; },
@@ -90,10 +90,10 @@ function startMock(port = 0, opts = {}) {
     }
     if (req.method === 'GET' && p === '/v1/models') {
       if (!mock.ready) return json(res, 503, { error: 'models are loading', code: 'not_ready' }, { 'Retry-After': '1' });
-      return json(res, 200, [
-        { name: 'default', family: 'espcn', scale, source: 'builtin', device: 'cpu' },
-        { name: 'fsrcnn_x2', family: 'fsrcnn', scale: 2, source: 'models/fsrcnn_x2.pb', device: 'cpu' },
-      ]);
+      return json(res, 200, { models: [
+        { name: 'default', family: 'espcn', scale, source: 'builtin', device: 'cpu', default: true },
+        { name: 'fsrcnn_x2', family: 'fsrcnn', scale: 2, source: 'models/fsrcnn_x2.pb', device: 'cpu', default: false },
+      ] });
     }
     if (req.method === 'POST' && p === '/v1/jobs') {
       const chunks = [];

@@ -195,7 +195,7 @@
     if (!list.length) {
       el.model.append(new Option('No models loaded', ''));
     } else {
-      const def = list.find((m) => m.name === 'default');
+      const def = list.find((m) => m.default === true) || list.find((m) => m.name === 'default');
       if (def) el.model.value = def.name;
     }
     el.model.disabled = !list.length;
@@ -357,14 +357,16 @@
     switch (data.status) {
       case 'queued': {
         const pos = data.position;
+        // `position` counts the jobs ahead of this one.
         showStatus(pos == null ? 'Queued…'
-          : pos <= 0 ? 'Queued: next in line…'
-          : `Queued: position ${pos} in line…`, { cancellable: true });
+          : pos <= 0 ? 'Queued: starts next…'
+          : `Queued: ${pos} ${pos === 1 ? 'image' : 'images'} ahead…`, { cancellable: true });
         break;
       }
       case 'running': {
         const f = progressFraction(data);
-        showStatus(f == null ? 'Upscaling…' : `Upscaling… ${Math.round(f * 100)}%`, { progress: f ?? 0, cancellable: true });
+        const what = job.cancelling ? 'Cancelling…' : 'Upscaling…';
+        showStatus(f == null ? what : `${what} ${Math.round(f * 100)}%`, { progress: f ?? 0, cancellable: !job.cancelling });
         break;
       }
       case 'done':
@@ -394,12 +396,16 @@
   el.cancel.addEventListener('click', async () => {
     const job = state.job;
     if (!job || job.done || !job.id) return;
+    job.cancelling = true;
     el.cancel.disabled = true;
+    el.statusText.textContent = 'Cancelling…';
     try {
-      await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`, { method: 'DELETE' });
+      const res = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`, { method: 'DELETE' });
+      // A queued job is cancelled at once; a running one stops after its current tile,
+      // and the event stream reports it.
+      if (res.ok) onJob(job, await res.json());
     } catch { /* the event stream reports the outcome */ }
     el.cancel.disabled = false;
-    if (!job.done) { finishJob(job); showError('Cancelled', 'The job was cancelled.', { code: 'cancelled' }); }
   });
 
   async function fetchResult(job) {

@@ -1,0 +1,181 @@
+// The page served by the real `superres serve` binary, with a real model: upload, result,
+// download, an unsupported file, and a full queue. Writes the README's screenshots to
+// docs/screenshots/.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { launch, decodedSize } = require('./lib/browser');
+const { startServer, missing, modelPath, SHARED, ROOT } = require('./lib/server');
+const { encodePng } = require('./lib/png');
+
+const SHOTS = path.join(ROOT, 'docs', 'screenshots');
+const why = missing();
+if (why) {
+  console.log(`\n*** SKIPPED: the real-server page tests cannot run: ${why} ***\n`);
+}
+const realTest = (name, opts, fn) => test(name, { skip: why || false, ...opts }, fn);
+
+// A photograph for the screenshots when the shared test images are there.
+const PHOTO_PATH = path.join(SHARED, 'images', 'opencv', 'comic.jpg');
+const photo = () => (fs.existsSync(PHOTO_PATH)
+  ? { name: 'comic.jpg', mimeType: 'image/jpeg', buffer: fs.readFileSync(PHOTO_PATH) }
+  : { name: 'photo.png', mimeType: 'image/png', buffer: encodePng(150, 110) });
+
+let browser;
+test.before(async () => {
+  if (why) return;
+  console.log(`# real-server tests: model ${modelPath()}`);
+  fs.mkdirSync(SHOTS, { recursive: true });
+  browser = await launch();
+});
+test.after(async () => { if (browser) await browser.close(); });
+
+async function openPage(base, viewport = { width: 1100, height: 900 }) {
+  const page = await browser.context.newPage();
+  await page.setViewportSize(viewport);
+  page.jsErrors = [];
+  page.on('pageerror', (e) => page.jsErrors.push(e));
+  await page.goto(`${base}/`);
+  await page.waitForSelector('#model:not([disabled])', { timeout: 30000 });
+  return page;
+}
+
+async function modelScale(base) {
+  const body = await (await fetch(`${base}/v1/models`)).json();
+  const list = Array.isArray(body) ? body : body.models;
+  const m = list.find((x) => x.default) || list[0];
+  return { name: m.name, scale: m.scale };
+}
+
+/** Posts `png` as a job straight to the API; resolves to the response. */
+function postJob(base, png, name = 'flood.png') {
+  const fd = new FormData();
+  fd.append('image', new Blob([png], { type: 'image/png' }), name);
+  return fetch(`${base}/v1/jobs`, { method: 'POST', body: fd });
+}
+
+realTest('upload a photo: the result is scale × the input, and the download is that image', { timeout: 300000 }, async () => {
+  const server = await startServer();
+  try {
+    const { name, scale } = await modelScale(server.base);
+    const page = await openPage(server.base);
+    const label = await page.$eval('#model', (s) => s.selectedOptions[0].textContent);
+    assert.equal(label, `${name} — ×${scale}`);
+    await page.screenshot({ path: path.join(SHOTS, 'empty.png') });
+
+    // A small generated photo: exact sizes.
+    await page.setInputFiles('#file', { name: 'photo.png', mimeType: 'image/png', buffer: encodePng(40, 30) });
+    await page.click('#submit');
+    await page.waitForSelector('#result:not([hidden])', { timeout: 240000 });
+    const size = await page.$eval('#after', (i) => ({ width: i.naturalWidth, height: i.naturalHeight }));
+    assert.deepEqual(size, { width: 40 * scale, height: 30 * scale });
+    const boxes = await page.$$eval('#before, #after', (is) => is.map((i) => [i.clientWidth, i.clientHeight]));
+    assert.deepEqual(boxes[0], boxes[1], 'input and result are shown at the same size');
+    assert.equal(await page.getAttribute('#download', 'download'), `photo_x${scale}.png`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    assert.equal(download.suggestedFilename(), `photo_x${scale}.png`);
+    const bytes = fs.readFileSync(await download.path());
+    assert.equal(bytes.subarray(1, 4).toString(), 'PNG');
+    assert.deepEqual(await decodedSize(page, bytes), { width: 40 * scale, height: 30 * scale });
+
+    // A photograph for the compare view's screenshot, as WebP.
+    const pic = photo();
+    await page.selectOption('#format', 'webp');
+    await page.setInputFiles('#file', pic);
+    await page.click('#submit');
+    await page.waitForSelector('#result:not([hidden])', { timeout: 240000 });
+    const stem = pic.name.replace(/\.[^.]+$/, '');
+    assert.equal(await page.getAttribute('#download', 'download'), `${stem}_x${scale}.webp`);
+    await page.selectOption('#zoom', '2');
+    await page.check('#pixelated');
+    await page.evaluate(() => { const v = document.getElementById('viewport'); v.scrollLeft = v.scrollWidth / 4; v.scrollTop = v.scrollHeight / 6; });
+    await page.waitForTimeout(200);
+    await page.screenshot({ path: path.join(SHOTS, 'compare.png'), fullPage: true });
+
+    // Phone width.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.selectOption('#zoom', 'fit');
+    await page.waitForTimeout(200);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `page is ${overflow}px wider than a phone screen`);
+    await page.screenshot({ path: path.join(SHOTS, 'phone.png'), fullPage: true });
+    assert.deepEqual(page.jsErrors, []);
+    await page.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+realTest('a text file named .png is refused as unsupported', { timeout: 180000 }, async () => {
+  const server = await startServer();
+  try {
+    const page = await openPage(server.base);
+    await page.setInputFiles('#file', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('these are notes, not pixels\n') });
+    await page.click('#submit');
+    await page.waitForSelector('#error:not([hidden])', { timeout: 30000 });
+    assert.equal(await page.textContent('#error-title'), 'Unsupported file');
+    assert.match(await page.textContent('#error-text'), /not an image/);
+    await page.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+realTest('a full queue shows "busy" with the wait, then retries when the user agrees', { timeout: 420000 }, async () => {
+  // One worker, one waiting place: a third job is refused. Small tiles make the progress
+  // bar move in steps.
+  const server = await startServer(['--queue-size', '1', '--workers', '1', '--tile', '64']);
+  const ids = [];
+  try {
+    const { scale } = await modelScale(server.base);
+    const big = encodePng(480, 360);
+    let refused = null;
+    for (let i = 0; i < 6 && !refused; i++) {
+      const res = await postJob(server.base, big);
+      if (res.status === 202) ids.push((await res.json()).id);
+      else if (res.status === 429) refused = res;
+      else assert.fail(`unexpected HTTP ${res.status}: ${await res.text()}`);
+    }
+    assert.ok(refused, 'the server refused a job with 429');
+    const retryAfter = Number(refused.headers.get('retry-after'));
+    assert.ok(retryAfter >= 1, 'Retry-After is given');
+
+    const page = await openPage(server.base);
+    await page.setInputFiles('#file', { name: 'photo.png', mimeType: 'image/png', buffer: encodePng(200, 150) });
+    await page.click('#submit');
+    await page.waitForSelector('#error:not([hidden])', { timeout: 30000 });
+    assert.equal(await page.textContent('#error-title'), 'Server busy');
+    assert.match(await page.textContent('#error-text'), /retry in \d+ s/);
+    assert.match(await page.textContent('#retry'), /Retry in \d+ s|Retry now/);
+    await page.screenshot({ path: path.join(SHOTS, 'busy.png') });
+
+    // Free the waiting place but keep the running job, so that the page's job waits its turn.
+    for (const id of ids) {
+      const view = await (await fetch(`${server.base}/v1/jobs/${id}`)).json();
+      if (view.status === 'queued') await fetch(`${server.base}/v1/jobs/${id}`, { method: 'DELETE' });
+    }
+    await page.check('#auto-retry');
+    await page.waitForSelector('#status:not([hidden])', { timeout: 120000 });
+    // The screenshot shows the job in progress: waiting, or better, running.
+    const state = await page.waitForFunction(() => {
+      const p = document.getElementById('progress');
+      if (!document.getElementById('result').hidden) return 'done';
+      return !p.hidden && p.value > 0 ? 'running' : false;
+    }, null, { timeout: 240000, polling: 50 });
+    if ((await state.jsonValue()) === 'running') {
+      await page.screenshot({ path: path.join(SHOTS, 'progress.png') });
+    } else {
+      console.log('note: the job finished before its progress could be captured');
+    }
+    await page.waitForSelector('#result:not([hidden])', { timeout: 240000 });
+    const size = await page.$eval('#after', (i) => [i.naturalWidth, i.naturalHeight]);
+    assert.deepEqual(size, [200 * scale, 150 * scale]);
+    assert.deepEqual(page.jsErrors, []);
+    await page.close();
+  } finally {
+    for (const id of ids) await fetch(`${server.base}/v1/jobs/${id}`, { method: 'DELETE' }).catch(() => {});
+    await server.stop();
+  }
+});
