@@ -126,12 +126,20 @@ pub fn upscale(
             return Err(UpscaleError::Cancelled);
         }
     }
+    // Alpha is not image content a network was trained on: it is resampled on its own
+    // (bicubic), so transparency stays where it was.
+    let alpha = image
+        .alpha
+        .as_ref()
+        .map(|a| superres_imaging::resample::resize_plane_bicubic(a, w, h, ow, oh))
+        .transpose()
+        .map_err(|e| UpscaleError::BadImage(format!("alpha channel: {e}")))?;
     Ok(Image {
         width: ow,
         height: oh,
         color_kind: image.color_kind,
         color: out,
-        alpha: None,
+        alpha,
         icc_profile: image.icc_profile.clone(),
     })
 }
