@@ -233,3 +233,58 @@ fn color_type(image: &Image, sixteen: bool) -> ExtendedColorType {
         (ColorKind::Rgb, true, true) => Rgba16,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_extensions() {
+        for (s, f) in [
+            ("png", OutputFormat::Png),
+            ("PNG", OutputFormat::Png),
+            ("jpeg", OutputFormat::Jpeg),
+            ("jpg", OutputFormat::Jpeg),
+            (" Jpg ", OutputFormat::Jpeg),
+            ("webp", OutputFormat::Webp),
+        ] {
+            assert_eq!(s.parse::<OutputFormat>().ok(), Some(f), "parsing {s:?}");
+        }
+        let e = "gif".parse::<OutputFormat>().err();
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some("unknown output format \"gif\": choose png, jpeg or webp")
+        );
+        assert_eq!(
+            OutputFormat::from_extension(".JPEG"),
+            Some(OutputFormat::Jpeg)
+        );
+        assert_eq!(OutputFormat::from_extension("tiff"), None);
+        assert_eq!(
+            OutputFormat::from_path(Path::new("/out/x2/photo.WebP")),
+            Some(OutputFormat::Webp)
+        );
+        assert_eq!(OutputFormat::from_path(Path::new("noext")), None);
+    }
+
+    #[test]
+    fn content_types_and_extensions_agree() {
+        for f in [OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp] {
+            assert_eq!(OutputFormat::from_extension(f.extension()), Some(f));
+            assert_eq!(f.to_string().parse::<OutputFormat>().ok(), Some(f));
+            assert!(f.content_type().starts_with("image/"));
+        }
+        assert_eq!(OutputFormat::Jpeg.content_type(), "image/jpeg");
+        assert_eq!(OutputFormat::Webp.extension(), "webp");
+    }
+
+    #[test]
+    fn inputs_map_to_a_writable_format() {
+        use crate::InputFormat as I;
+        assert_eq!(OutputFormat::for_input(I::Jpeg), OutputFormat::Jpeg);
+        assert_eq!(OutputFormat::for_input(I::Webp), OutputFormat::Webp);
+        for i in [I::Png, I::Bmp, I::Tiff, I::Gif] {
+            assert_eq!(OutputFormat::for_input(i), OutputFormat::Png, "{i}");
+        }
+    }
+}

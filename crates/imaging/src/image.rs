@@ -316,3 +316,119 @@ pub(crate) fn deinterleave<T: Copy>(data: &[T], channels: usize) -> (Vec<T>, Vec
     }
     (color, alpha)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u16_to_u8_rounds_to_nearest_for_every_value() {
+        for v in 0..=u16::MAX {
+            let expected = (v as f64 * 255.0 / 65535.0).round() as u8;
+            assert_eq!(u16_to_u8(v), expected, "16-bit value {v}");
+        }
+    }
+
+    #[test]
+    fn u8_round_trips_through_16_bits() {
+        for v in 0..=u8::MAX {
+            assert_eq!(u16_to_u8(u8_to_u16(v)), v, "8-bit value {v}");
+        }
+        assert_eq!(u8_to_u16(255), 65535);
+    }
+
+    fn rgba16() -> Image {
+        Image::new(
+            2,
+            1,
+            ColorKind::Rgb,
+            Samples::U16(vec![0, 128, 65535, 257, 32896, 65407]),
+            Some(Samples::U16(vec![65535, 0])),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn to_8bit_rounds_colour_and_alpha_and_keeps_the_rest() {
+        let mut image = rgba16();
+        image.icc_profile = Some(vec![1, 2, 3]);
+        let small = image.to_8bit();
+        assert_eq!(small.color, Samples::U8(vec![0, 0, 255, 1, 128, 255]));
+        assert_eq!(small.alpha, Some(Samples::U8(vec![255, 0])));
+        assert_eq!(small.icc_profile, image.icc_profile);
+        assert_eq!(
+            (small.width, small.height, small.color_kind),
+            (2, 1, ColorKind::Rgb)
+        );
+        assert_eq!(small.to_16bit().to_8bit(), small, "8 → 16 → 8 is lossless");
+        assert_eq!(small.to_8bit(), small, "8-bit input is unchanged");
+    }
+
+    #[test]
+    fn gray_to_rgb_repeats_samples_and_keeps_alpha() {
+        let gray = Image::new(
+            3,
+            1,
+            ColorKind::Gray,
+            Samples::U8(vec![10, 20, 30]),
+            Some(Samples::U8(vec![1, 2, 3])),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let rgb = gray.gray_to_rgb();
+        assert_eq!(rgb.color_kind, ColorKind::Rgb);
+        assert_eq!(
+            rgb.color,
+            Samples::U8(vec![10, 10, 10, 20, 20, 20, 30, 30, 30])
+        );
+        assert_eq!(rgb.alpha, gray.alpha);
+        assert_eq!(rgb.gray_to_rgb(), rgb, "RGB input is unchanged");
+    }
+
+    #[test]
+    fn interleaving_puts_alpha_after_each_pixel() {
+        let image = rgba16();
+        assert_eq!(
+            image.interleaved_u16(),
+            vec![0, 128, 65535, 65535, 257, 32896, 65407, 0]
+        );
+        assert_eq!(image.interleaved_u8(), vec![0, 0, 255, 255, 1, 128, 255, 0]);
+        let (c, a) = deinterleave(&image.interleaved_u16(), 3);
+        assert_eq!(Samples::U16(c), image.color);
+        assert_eq!(Some(Samples::U16(a)), image.alpha);
+    }
+
+    #[test]
+    fn validate_reports_mismatched_planes() {
+        let bad_color = Image::new(2, 2, ColorKind::Rgb, Samples::U8(vec![0; 11]), None);
+        let e = bad_color.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.contains("needs 12 colour samples, it has 11"),
+            "got {e:?}"
+        );
+        let bad_alpha = Image::new(
+            2,
+            2,
+            ColorKind::Gray,
+            Samples::U8(vec![0; 4]),
+            Some(Samples::U8(vec![0; 3])),
+        );
+        assert!(bad_alpha.is_err(), "short alpha plane accepted");
+        let mixed = Image::new(
+            1,
+            1,
+            ColorKind::Gray,
+            Samples::U8(vec![0]),
+            Some(Samples::U16(vec![0])),
+        );
+        assert!(mixed.is_err(), "alpha at another depth accepted");
+    }
+
+    #[test]
+    fn opaque_alpha_is_dropped_and_translucent_kept() {
+        let mut image = rgba16();
+        assert!(!image.drop_opaque_alpha(), "a 0 alpha sample is not opaque");
+        image.alpha = Some(Samples::U16(vec![65535, 65535]));
+        assert!(image.drop_opaque_alpha());
+        assert!(!image.has_alpha());
+    }
+}

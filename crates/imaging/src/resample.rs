@@ -224,3 +224,139 @@ fn split<T: Copy>(
         (wrap(data), None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_planes_stay_constant() {
+        let up = resize_plane_bicubic_u8(&[200; 12], 4, 3, 16, 12);
+        assert_eq!(up.as_deref().ok(), Some(&[200u8; 192][..]));
+        let up = resize_plane_bicubic_u16(&[40000; 6], 3, 2, 7, 5);
+        assert_eq!(up.as_deref().ok(), Some(&[40000u16; 35][..]));
+    }
+
+    #[test]
+    fn bicubic_upscale_keeps_an_edge_sharp_and_ordered() {
+        // A vertical step from 0 to 255 in an 8-wide row, upscaled ×4.
+        let row: Vec<u8> = (0..8).map(|x| if x < 4 { 0 } else { 255 }).collect();
+        let plane: Vec<u8> = row.iter().cycle().take(8 * 2).copied().collect();
+        let up = resize_plane_bicubic_u8(&plane, 8, 2, 32, 8).unwrap_or_else(|e| panic!("{e}"));
+        let first = &up[..32];
+        assert_eq!(first[..12], [0; 12], "far left stays 0: {first:?}");
+        assert_eq!(first[20..], [255; 12], "far right stays 255: {first:?}");
+        assert!(
+            first[15] < 128 && first[16] > 127,
+            "step at the middle: {first:?}"
+        );
+        for r in 1..8 {
+            assert_eq!(&up[r * 32..][..32], first, "row {r} differs from row 0");
+        }
+    }
+
+    #[test]
+    fn wrong_plane_length_is_an_error_not_a_panic() {
+        let e = resize_plane_bicubic_u8(&[0; 5], 2, 3, 4, 6).err();
+        assert!(
+            e.as_ref()
+                .is_some_and(|e| e.to_string().contains("needs 6 bytes")),
+            "got {e:?}"
+        );
+        assert!(resize_plane_bicubic_u16(&[0; 6], 2, 3, 0, 6).is_err());
+        assert!(resize_plane_bicubic_u8(&[], 0, 0, 4, 4).is_err());
+    }
+
+    #[test]
+    fn fit_within_keeps_the_aspect_ratio() {
+        assert_eq!(fit_within(4000, 3000, 1000), (1000, 750));
+        assert_eq!(fit_within(3000, 4000, 1000), (750, 1000));
+        assert_eq!(fit_within(999, 10, 1000), (999, 10), "already fits");
+        assert_eq!(fit_within(5000, 1, 100), (100, 1), "never below 1");
+        assert_eq!(fit_within(5000, 3000, 0), (5000, 3000), "0 means no cap");
+        assert_eq!(fit_within(1001, 1001, 1000), (1000, 1000));
+    }
+
+    fn image(kind: ColorKind, alpha: bool, sixteen: bool) -> Image {
+        let (w, h) = (40, 20);
+        let n = w * h;
+        let color: Vec<u16> = (0..n * kind.channels()).map(|i| (i % 251) as u16).collect();
+        let a: Vec<u16> = (0..n)
+            .map(|i| if i % w < w / 2 { 0 } else { 255 })
+            .collect();
+        let wrap = |v: Vec<u16>| {
+            if sixteen {
+                Samples::U16(v.iter().map(|&s| s * 257).collect())
+            } else {
+                Samples::U8(v.iter().map(|&s| s as u8).collect())
+            }
+        };
+        let mut img = Image::new(w, h, kind, wrap(color), alpha.then(|| wrap(a)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        img.icc_profile = Some(vec![9, 9]);
+        img
+    }
+
+    #[test]
+    fn downscale_keeps_depth_kind_alpha_and_profile() {
+        for kind in [ColorKind::Gray, ColorKind::Rgb] {
+            for alpha in [false, true] {
+                for sixteen in [false, true] {
+                    let what = format!("{kind:?} alpha={alpha} 16-bit={sixteen}");
+                    let src = image(kind, alpha, sixteen);
+                    let out = downscale_lanczos(&src, 10).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert_eq!((out.width, out.height), (10, 5), "{what}: size");
+                    assert_eq!(out.color_kind, kind, "{what}: kind");
+                    assert_eq!(out.is_16bit(), sixteen, "{what}: depth");
+                    assert_eq!(out.has_alpha(), alpha, "{what}: alpha");
+                    assert_eq!(out.icc_profile, src.icc_profile, "{what}: profile");
+                    assert!(out.validate().is_ok(), "{what}: inconsistent planes");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn downscale_of_a_fitting_image_is_unchanged() {
+        let src = image(ColorKind::Rgb, true, false);
+        assert_eq!(downscale_lanczos(&src, 40).ok(), Some(src.clone()));
+        assert_eq!(downscale_lanczos(&src, 0).ok(), Some(src));
+    }
+
+    #[test]
+    fn transparent_colour_does_not_bleed_into_opaque_pixels() {
+        // Left half transparent magenta, right half opaque green.
+        let (w, h) = (64, 8);
+        let mut color = Vec::new();
+        let mut alpha = Vec::new();
+        for _ in 0..h {
+            for x in 0..w {
+                let opaque = x >= w / 2;
+                color.extend_from_slice(if opaque { &[0, 200, 0] } else { &[255, 0, 255] });
+                alpha.push(if opaque { 255 } else { 0 });
+            }
+        }
+        let src = Image::new(
+            w,
+            h,
+            ColorKind::Rgb,
+            Samples::U8(color),
+            Some(Samples::U8(alpha)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let out = downscale_lanczos(&src, 16).unwrap_or_else(|e| panic!("{e}"));
+        let c = out.color.to_u8();
+        let a = out.alpha.as_ref().map(Samples::to_u8).unwrap_or_default();
+        for x in 0..out.width {
+            let i = (out.height - 1) * out.width + x;
+            if a[i] > 0 {
+                let px = &c[i * 3..][..3];
+                assert!(
+                    px[0] < 10 && px[2] < 10,
+                    "column {x} (alpha {}) picked up magenta: {px:?}",
+                    a[i]
+                );
+            }
+        }
+    }
+}
