@@ -76,26 +76,43 @@ impl Epilogue {
     }
 
     /// `out = epilogue(acc)` for the channels `c0..c0 + out.len()` of one pixel; `skip` holds
-    /// the residual input at the same channels.
+    /// the residual input at the same channels (it may be a copy of `out`'s old contents).
     #[inline(always)]
     pub fn store(&self, acc: &[f32], c0: usize, out: &mut [f32], skip: Option<&[f32]>) {
         let n = out.len();
-        let acc = &acc[..n];
-        out.copy_from_slice(acc);
+        let mut off = 0;
+        while off < n {
+            let m = 16.min(n - off);
+            let sk = skip.map(|s| &s[off..off + m]);
+            if m == 16 {
+                // Whole vectors: computed in registers, stored once.
+                let mut y: [f32; 16] = acc[off..off + 16].try_into().expect("16 lanes");
+                self.apply(&mut y, c0 + off, sk);
+                out[off..off + 16].copy_from_slice(&y);
+            } else {
+                let mut y = [0.0f32; 16];
+                y[..m].copy_from_slice(&acc[off..off + m]);
+                self.apply(&mut y[..m], c0 + off, sk);
+                out[off..off + m].copy_from_slice(&y[..m]);
+            }
+            off += m;
+        }
+    }
+
+    #[inline(always)]
+    fn apply(&self, y: &mut [f32], c0: usize, skip: Option<&[f32]>) {
+        let n = y.len();
         if let Some(b) = &self.bias {
-            out.iter_mut()
-                .zip(&b[c0..c0 + n])
-                .for_each(|(y, b)| *y += b);
+            y.iter_mut().zip(&b[c0..c0 + n]).for_each(|(y, b)| *y += b);
         }
         if let Some(a) = &self.activation {
-            a.apply(out, c0);
+            a.apply(y, c0);
         }
         if let (Some(s), Some(skip)) = (self.residual, skip) {
-            let skip = &skip[..n];
             if s == 1.0 {
-                out.iter_mut().zip(skip).for_each(|(y, k)| *y += k);
+                y.iter_mut().zip(skip).for_each(|(y, k)| *y += k);
             } else {
-                out.iter_mut().zip(skip).for_each(|(y, k)| *y = k + s * *y);
+                y.iter_mut().zip(skip).for_each(|(y, k)| *y = k + s * *y);
             }
         }
     }

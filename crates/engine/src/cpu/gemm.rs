@@ -82,9 +82,10 @@ impl Isa {
 pub enum ALayout {
     /// Row `p` at `a + p * stride`, the reduction index contiguous (an NHWC image).
     Strided(usize),
-    /// `[k][mr]`: the rows of one reduction step are contiguous (a packed panel whose row
-    /// count is the full block height `mr`). Run offsets are ignored: the panel is read in
-    /// order.
+    /// `[k / 16][mr][16]`: 16 reduction steps of one row are contiguous, then the next row
+    /// (the layout the Winograd input transform writes with whole-vector stores). The panel
+    /// height `mr` is the full block height whatever the block's row count; the reduction
+    /// length must be a multiple of 16. Run offsets are ignored: the panel is read in order.
     Packed(usize),
 }
 
@@ -165,7 +166,10 @@ unsafe fn kernel_scalar<const MR: usize, const NP: usize>(blk: &Block) {
                 let av = unsafe {
                     match blk.a_layout {
                         ALayout::Strided(ps) => *blk.a.add(off + p * ps + k),
-                        ALayout::Packed(_) => *blk.a.add((kk + k) * mr_full + p),
+                        ALayout::Packed(_) => {
+                            let k = kk + k;
+                            *blk.a.add(((k / 16) * mr_full + p) * 16 + k % 16)
+                        }
                     }
                 };
                 for (j, accj) in accp.iter_mut().enumerate() {
@@ -256,22 +260,23 @@ mod x86 {
                     }
                 }
                 ALayout::Packed(mr) => {
-                    let mut ak = blk.a;
-                    for _ in blk.runs {
-                        for _ in 0..blk.run_len {
+                    let steps = blk.runs.len() * blk.run_len;
+                    let mut ag = blk.a;
+                    for _ in 0..steps / 16 {
+                        for kk in 0..16 {
                             let mut bv = [_mm512_setzero_ps(); NP];
                             for (j, b) in bv.iter_mut().enumerate() {
                                 *b = _mm512_loadu_ps(bk.add(j * blk.b_ps));
                             }
                             for (p, accp) in acc.iter_mut().enumerate() {
-                                let av = _mm512_set1_ps(*ak.add(p));
+                                let av = _mm512_set1_ps(*ag.add(p * 16 + kk));
                                 for j in 0..NP {
                                     accp[j] = _mm512_fmadd_ps(av, bv[j], accp[j]);
                                 }
                             }
                             bk = bk.add(16);
-                            ak = ak.add(mr);
                         }
+                        ag = ag.add(mr * 16);
                     }
                 }
             }
@@ -320,7 +325,8 @@ mod x86 {
                     let b1 = _mm256_loadu_ps(bk.add(8));
                     for (p, accp) in acc.iter_mut().enumerate() {
                         let idx = if packed {
-                            (kk + k) * mr + p
+                            let k = kk + k;
+                            ((k / 16) * mr + p) * 16 + k % 16
                         } else {
                             p * ps + k
                         };

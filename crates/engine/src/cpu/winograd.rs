@@ -98,15 +98,21 @@ impl Winograd {
         let isa = ck.isa;
         let np_max = isa.max_np();
         let mr = isa.mr(np_max);
-        let rows = (V_BUDGET / (36 * mr * self.cinp * 4)).clamp(1, 32);
+        let max_rows = (V_BUDGET / (36 * mr * self.cinp * 4)).clamp(1, 32);
         let tiles_w = ow.div_ceil(4);
         let ntiles = oh.div_ceil(4) * tiles_w;
-        let rows = rows.min(ntiles.div_ceil(mr));
+        let threads = rayon::current_num_threads();
+        // Equal blocks, as many as a multiple of the thread count, each within the budget.
+        let total_rows = ntiles.div_ceil(mr);
+        let mut nblocks = total_rows.div_ceil(max_rows);
+        if total_rows >= threads {
+            nblocks = nblocks.div_ceil(threads) * threads;
+        }
+        let rows = total_rows.div_ceil(nblocks);
         let t = rows * mr;
         let nblocks = ntiles.div_ceil(t);
         let chunk_panels = (CO_CHUNK / 16).min(self.panels);
         let nchunks = self.panels.div_ceil(chunk_panels);
-        let threads = rayon::current_num_threads();
         let splits = if nblocks >= 2 * threads {
             1
         } else {
@@ -319,10 +325,8 @@ impl Job<'_> {
                 let vr = bt([&trow[0], &trow[1], &trow[2], &trow[3], &trow[4], &trow[5]]);
                 for (jj, vv) in vr.iter().enumerate() {
                     let xi = ii * 6 + jj;
-                    let base = ((xi * rows + r) * cinp + c0) * mr + p;
-                    for (l, &val) in vv.iter().enumerate() {
-                        v[base + l * mr] = val;
-                    }
+                    let base = (((xi * rows + r) * cinp + c0) * mr) + p * 16;
+                    v[base..base + 16].copy_from_slice(vv);
                 }
             }
             c0 += 16;
