@@ -193,14 +193,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         bar.finish_and_clear();
         match result {
-            Ok((w, h)) => bars.println(format!(
-                "{} → {} ({w}×{h}, {:.2} s)",
-                file.display(),
-                out.display(),
-                started.elapsed().as_secs_f64()
-            ))?,
+            // Printed above the bars, and also when they are hidden (quiet, or not a terminal).
+            Ok((w, h)) => bars.suspend(|| {
+                println!(
+                    "{} → {} ({w}×{h}, {:.2} s)",
+                    file.display(),
+                    out.display(),
+                    started.elapsed().as_secs_f64()
+                )
+            }),
             Err(e) => {
-                bars.println(format!("FAILED {}: {e:#}", file.display()))?;
+                bars.suspend(|| eprintln!("FAILED {}: {e:#}", file.display()));
                 failed.push(file.clone());
             }
         }
