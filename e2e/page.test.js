@@ -95,6 +95,15 @@ test('upload: progress, then the result at 3x, compare, zoom, and the download',
   await page.$eval('#split', (e) => e.dispatchEvent(new Event('input')));
   assert.match(await page.$eval('#before-clip', (e) => e.style.clipPath), /inset\(0(px)? 80% 0(px)? 0(px)?\)/);
 
+  // Wheel zoom about the pointer; "0" fits again.
+  const vp = await page.locator('#viewport').boundingBox();
+  await page.mouse.move(vp.x + 50, vp.y + 50);
+  await page.mouse.wheel(0, -100);
+  assert.equal(await page.$eval('#stage', (e) => e.style.width), '1200px');
+  await page.focus('#viewport');
+  await page.keyboard.press('0');
+  assert.match(await page.$eval('#zoom', (s) => s.selectedOptions[0].textContent), /^Fit \(\d+%\)$/);
+
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
   assert.equal(download.suggestedFilename(), 'photo_x3.png');
   const bytes = fs.readFileSync(await download.path());
@@ -202,4 +211,20 @@ test('phone width: no horizontal scrolling, controls stay usable', async () => {
   const box = await page.locator('#download').boundingBox();
   assert.ok(box.x >= 0 && box.x + box.width <= 360);
   await page.close();
+});
+
+test('while the server loads its models, the page says so and picks them up when ready', async () => {
+  server.mock.ready = false;
+  const page = await browser.context.newPage();
+  try {
+    await page.goto(base + '/');
+    await page.waitForFunction(() => /loading its models/.test(document.getElementById('model').textContent));
+    assert.equal(await page.isDisabled('#model'), true);
+    server.mock.ready = true;
+    await page.waitForSelector('#model:not([disabled])', { timeout: 10000 });
+    assert.equal(await page.$eval('#model', (s) => s.value), 'default');
+  } finally {
+    server.mock.ready = true;
+    await page.close();
+  }
 });

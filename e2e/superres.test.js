@@ -22,6 +22,11 @@ const PHOTO_PATH = path.join(SHARED, 'images', 'opencv', 'comic.jpg');
 const photo = () => (fs.existsSync(PHOTO_PATH)
   ? { name: 'comic.jpg', mimeType: 'image/jpeg', buffer: fs.readFileSync(PHOTO_PATH) }
   : { name: 'photo.png', mimeType: 'image/png', buffer: encodePng(150, 110) });
+// A larger one, for a job that runs long enough to watch.
+const LARGE_PATH = path.join(SHARED, 'images', 'opencv', 'plant.jpg');
+const largePhoto = () => (fs.existsSync(LARGE_PATH)
+  ? { name: 'plant.jpg', mimeType: 'image/jpeg', buffer: fs.readFileSync(LARGE_PATH) }
+  : { name: 'photo.png', mimeType: 'image/png', buffer: encodePng(600, 450) });
 
 let browser;
 test.before(async () => {
@@ -130,7 +135,13 @@ realTest('a full queue shows "busy" with the wait, then retries when the user ag
   const ids = [];
   try {
     const { scale } = await modelScale(server.base);
-    const big = encodePng(480, 360);
+    const page = await openPage(server.base);
+    const pic = largePhoto();
+    const input = await decodedSize(page, pic.buffer);
+    await page.setInputFiles('#file', pic);
+
+    // Fill the queue with large images (several seconds each) until the server refuses one.
+    const big = encodePng(2400, 1800);
     let refused = null;
     for (let i = 0; i < 6 && !refused; i++) {
       const res = await postJob(server.base, big);
@@ -142,8 +153,6 @@ realTest('a full queue shows "busy" with the wait, then retries when the user ag
     const retryAfter = Number(refused.headers.get('retry-after'));
     assert.ok(retryAfter >= 1, 'Retry-After is given');
 
-    const page = await openPage(server.base);
-    await page.setInputFiles('#file', { name: 'photo.png', mimeType: 'image/png', buffer: encodePng(200, 150) });
     await page.click('#submit');
     await page.waitForSelector('#error:not([hidden])', { timeout: 30000 });
     assert.equal(await page.textContent('#error-title'), 'Server busy');
@@ -157,21 +166,29 @@ realTest('a full queue shows "busy" with the wait, then retries when the user ag
       if (view.status === 'queued') await fetch(`${server.base}/v1/jobs/${id}`, { method: 'DELETE' });
     }
     await page.check('#auto-retry');
-    await page.waitForSelector('#status:not([hidden])', { timeout: 120000 });
-    // The screenshot shows the job in progress: waiting, or better, running.
-    const state = await page.waitForFunction(() => {
-      const p = document.getElementById('progress');
+    // Screenshots of the job in progress: waiting behind the running job, then (when the
+    // browser catches it; the job is short) running with its progress bar.
+    const phase = () => page.evaluate(() => {
       if (!document.getElementById('result').hidden) return 'done';
-      return !p.hidden && p.value > 0 ? 'running' : false;
-    }, null, { timeout: 240000, polling: 50 });
-    if ((await state.jsonValue()) === 'running') {
-      await page.screenshot({ path: path.join(SHOTS, 'progress.png') });
-    } else {
-      console.log('note: the job finished before its progress could be captured');
+      const p = document.getElementById('progress');
+      if (!p.hidden && p.value > 0) return 'running';
+      return /^Queued/.test(document.getElementById('status-text').textContent) ? 'queued' : 'waiting';
+    });
+    const seen = new Set();
+    for (const deadline = Date.now() + 240000; Date.now() < deadline;) {
+      const now = await phase();
+      if (now === 'done') break;
+      if ((now === 'queued' || now === 'running') && !seen.has(now)) {
+        seen.add(now);
+        await page.screenshot({ path: path.join(SHOTS, 'progress.png') });
+        if (now === 'running') break;
+      }
+      await page.waitForTimeout(30);
     }
+    assert.ok(seen.size > 0, 'the job was seen queued or running');
     await page.waitForSelector('#result:not([hidden])', { timeout: 240000 });
     const size = await page.$eval('#after', (i) => [i.naturalWidth, i.naturalHeight]);
-    assert.deepEqual(size, [200 * scale, 150 * scale]);
+    assert.deepEqual(size, [input.width * scale, input.height * scale]);
     assert.deepEqual(page.jsErrors, []);
     await page.close();
   } finally {

@@ -5,7 +5,7 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const el = {
-    form: $('form'), drop: $('drop'), file: $('file'), fileInfo: $('file-info'),
+    form: $('form'), drop: $('drop'), file: $('file'), fileInfo: $('file-info'), thumb: $('thumb'),
     model: $('model'), format: $('format'), submit: $('submit'),
     status: $('status'), statusText: $('status-text'), progress: $('progress'), cancel: $('cancel'),
     error: $('error'), errorTitle: $('error-title'), errorText: $('error-text'), errorDetail: $('error-detail'),
@@ -224,9 +224,11 @@
     probe.onload = () => {
       if (state.file !== file) return;
       state.inputSize = { w: probe.naturalWidth, h: probe.naturalHeight };
+      el.thumb.src = state.inputUrl;
+      el.thumb.hidden = false;
       updateFileInfo();
     };
-    probe.onerror = () => updateFileInfo();
+    probe.onerror = () => { el.thumb.hidden = true; updateFileInfo(); };
     probe.src = state.inputUrl;
     updateFileInfo();
     updateSubmit();
@@ -485,6 +487,7 @@
     el.stage.style.width = `${Math.round(w * s)}px`;
     el.stage.style.height = `${Math.round(h * s)}px`;
     el.viewport.classList.toggle('zoomed', state.zoom !== 'fit');
+    el.zoom.querySelector('option[value="fit"]').textContent = `Fit (${Math.round(s * 100)}%)`;
     el.after.classList.toggle('pixelated', s >= 2);
     vp.scrollLeft = ox * s - px;
     vp.scrollTop = oy * s - py;
@@ -539,6 +542,8 @@
   el.viewport.addEventListener('pointerdown', (e) => {
     if (e.button !== 0) return;
     const onDivider = e.target === el.divider;
+    // Touch pans with the browser's own scrolling; only the divider is dragged by hand.
+    if (!onDivider && e.pointerType === 'touch') return;
     drag = { mode: onDivider ? 'split' : 'pan', x: e.clientX, y: e.clientY, sl: el.viewport.scrollLeft, st: el.viewport.scrollTop };
     el.viewport.setPointerCapture(e.pointerId);
     el.viewport.classList.add('grabbing');
