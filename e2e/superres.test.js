@@ -113,15 +113,29 @@ realTest('upload a photo: the result is scale × the input, and the download is 
   }
 });
 
-realTest('a text file named .png is refused as unsupported', { timeout: 180000 }, async () => {
-  const server = await startServer();
+realTest('refusals: not an image (415), too many pixels (413), a truncated image', { timeout: 180000 }, async () => {
+  const server = await startServer(['--max-pixels', '1000']);
   try {
     const page = await openPage(server.base);
-    await page.setInputFiles('#file', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('these are notes, not pixels\n') });
-    await page.click('#submit');
-    await page.waitForSelector('#error:not([hidden])', { timeout: 30000 });
-    assert.equal(await page.textContent('#error-title'), 'Unsupported file');
-    assert.match(await page.textContent('#error-text'), /not an image/);
+    const attempt = async (file) => {
+      await page.setInputFiles('#file', file);
+      await page.click('#submit');
+      await page.waitForSelector('#error:not([hidden])', { timeout: 60000 });
+      return { title: await page.textContent('#error-title'), text: await page.textContent('#error') };
+    };
+    let r = await attempt({ name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('these are notes, not pixels\n') });
+    assert.equal(r.title, 'Unsupported file');
+    assert.match(r.text, /not an image/);
+
+    r = await attempt({ name: 'photo.png', mimeType: 'image/png', buffer: encodePng(40, 30) });
+    assert.equal(r.title, 'Image too large');
+
+    // Cut short: refused at upload (422) or when decoded by the worker (a failed job).
+    const whole = encodePng(20, 20);
+    r = await attempt({ name: 'cut.png', mimeType: 'image/png', buffer: whole.subarray(0, whole.length - 30) });
+    assert.ok(['Corrupt image', 'Upscaling failed'].includes(r.title), r.title);
+    assert.match(r.text, /truncated|corrupt|decode/i);
+    assert.deepEqual(page.jsErrors, []);
     await page.close();
   } finally {
     await server.stop();

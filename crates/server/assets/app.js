@@ -122,7 +122,7 @@
     const when = retryAfter != null ? `You can retry in ${retryAfter} s.` : 'Try again shortly.';
     switch (err.status) {
       case 413: return ['Image too large', "The image is over the server's size or pixel limit. Try a smaller image."];
-      case 415: return ['Unsupported file', 'This file is not an image the server can read. Use PNG, JPEG or WebP.'];
+      case 415: return ['Unsupported file', 'This file is not an image the server can read. Use a common format such as PNG, JPEG or WebP.'];
       case 422: return ['Corrupt image', 'The image could not be decoded: it may be damaged or truncated.'];
       case 429: return ['Server busy', `Too many images are waiting to be processed. ${when}`];
       case 503: return ['Server not ready', `The server is still starting (loading its models). ${when}`];
