@@ -175,7 +175,7 @@ impl Job<'_> {
         let t = self.rows * self.mr;
         let cinp = self.wg.cinp;
         let v_len = 36 * t * cinp;
-        let m_len = 36 * t * self.chunk_panels * 16;
+        let m_len = 36 * t * self.chunk_panels * 16 + 16 * self.chunk_panels * 16;
         with_scratch(v_len + m_len, |scratch| {
             let (v, m) = scratch.split_at_mut(v_len);
             let tiles = b * t..((b + 1) * t).min(self.ntiles);
@@ -235,6 +235,7 @@ impl Job<'_> {
             self.input_transform(tile, i, v);
         }
         let runs = [0usize];
+        let (m, ybuf) = m.split_at_mut(36 * t * self.chunk_panels * 16);
         for chunk in chunks {
             let p_lo = chunk * self.chunk_panels;
             let p_hi = (p_lo + self.chunk_panels).min(wg.panels);
@@ -266,7 +267,7 @@ impl Job<'_> {
                 }
             }
             for (i, tile) in tiles.clone().enumerate() {
-                self.output_transform(tile, i, m, t, cc, p_lo * 16);
+                self.output_transform(tile, i, m, t, cc, p_lo * 16, ybuf);
             }
         }
     }
@@ -334,17 +335,29 @@ impl Job<'_> {
     }
 
     /// Applies `Aᵀ m A` and the epilogue to the channels `co0..co0+cc` of `tile` (row `i` of
-    /// the block's `M`) and stores the valid pixels.
+    /// the block's `M`) and stores the valid pixels. The transformed tile is gathered in
+    /// `ybuf` (`16 × cc`) first so that each pixel's channels are written (and its skip read)
+    /// as one contiguous run.
     #[inline(always)]
-    fn output_transform(&self, tile: usize, i: usize, m: &[f32], t: usize, cc: usize, co0: usize) {
+    #[allow(clippy::too_many_arguments)]
+    fn output_transform(
+        &self,
+        tile: usize,
+        i: usize,
+        m: &[f32],
+        t: usize,
+        cc: usize,
+        co0: usize,
+        ybuf: &mut [f32],
+    ) {
         let cout = self.ck.shape.cout;
         let (ty, tx) = (tile / self.tiles_w, tile % self.tiles_w);
         let (oy0, ox0) = (ty * 4, tx * 4);
         let ny = 4.min(self.oh - oy0);
         let nx = 4.min(self.ow - ox0);
+        let n = cc.min(cout - co0);
         let mut lc = 0;
-        while lc < cc && co0 + lc < cout {
-            let nl = 16.min(cout - co0 - lc);
+        while lc < n {
             let mv = |xi: usize| -> &[f32; 16] {
                 m[(xi * t + i) * cc + lc..][..16]
                     .try_into()
@@ -366,26 +379,30 @@ impl Job<'_> {
             }
             for (yy, tr) in trow.iter().enumerate().take(ny) {
                 let y = at([&tr[0], &tr[1], &tr[2], &tr[3], &tr[4], &tr[5]]);
-                for (xx, acc) in y.iter().enumerate().take(nx) {
-                    let o = ((oy0 + yy) * self.ow + ox0 + xx) * cout + co0 + lc;
-                    // SAFETY: pixel (oy0+yy, ox0+xx) is inside the output, channels
-                    // `o..o+nl` belong to this task's chunk; no other task writes them, and the
-                    // skip (possibly the output itself) is read at the same place only.
-                    let (dst, sk) = unsafe {
-                        let dst = std::slice::from_raw_parts_mut(self.out.0.add(o), nl);
-                        let sk = self.skip.map(|s| {
-                            let mut buf = [0.0f32; 16];
-                            buf[..nl].copy_from_slice(std::slice::from_raw_parts(s.add(o), nl));
-                            buf
-                        });
-                        (dst, sk)
-                    };
-                    self.ck
-                        .epilogue
-                        .store(acc, co0 + lc, dst, sk.as_ref().map(|b| &b[..]));
+                for (xx, yv) in y.iter().enumerate().take(nx) {
+                    ybuf[(yy * 4 + xx) * cc + lc..][..16].copy_from_slice(yv);
                 }
             }
             lc += 16;
+        }
+        let mut skip_buf = [0.0f32; CO_CHUNK];
+        for yy in 0..ny {
+            for xx in 0..nx {
+                let o = ((oy0 + yy) * self.ow + ox0 + xx) * cout + co0;
+                // SAFETY: pixel (oy0+yy, ox0+xx) is inside the output and the channels
+                // `co0..co0+n` belong to this task's chunk, so no other task touches `o..o+n`;
+                // the skip (possibly the output itself) is copied out before the store.
+                let (dst, sk) = unsafe {
+                    let sk = self.skip.map(|s| {
+                        skip_buf[..n].copy_from_slice(std::slice::from_raw_parts(s.add(o), n));
+                        &skip_buf[..n]
+                    });
+                    (std::slice::from_raw_parts_mut(self.out.0.add(o), n), sk)
+                };
+                self.ck
+                    .epilogue
+                    .store(&ybuf[(yy * 4 + xx) * cc..], co0, dst, sk);
+            }
         }
     }
 }
