@@ -61,6 +61,19 @@ function postJob(base, png, name = 'flood.png') {
   return fetch(`${base}/v1/jobs`, { method: 'POST', body: fd });
 }
 
+realTest('the binary serves the page as it is in crates/server/assets', { timeout: 180000 }, async () => {
+  const server = await startServer();
+  try {
+    for (const [url, file] of [['/', 'index.html'], ['/app.js', 'app.js'], ['/style.css', 'style.css']]) {
+      const served = await (await fetch(server.base + url)).text();
+      const onDisk = fs.readFileSync(path.join(ROOT, 'crates', 'server', 'assets', file), 'utf8');
+      assert.ok(served === onDisk, `${url} differs from assets/${file}: rebuild the binary (cargo build -p superres-cli)`);
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
 realTest('upload a photo: the result is scale × the input, and the download is that image', { timeout: 300000 }, async () => {
   const server = await startServer();
   try {
