@@ -57,15 +57,13 @@ fn check_against(stem: &str, expected: &str) -> Graph {
         let mut worst = (0.0f32, 0usize);
         for (i, (&a, &b)) in got.data().iter().zip(want.data()).enumerate() {
             let excess = (a - b).abs() - (ATOL + RTOL * b.abs());
-            if !(excess <= worst.0) {
-                worst = (
-                    if excess.is_nan() {
-                        f32::INFINITY
-                    } else {
-                        excess
-                    },
-                    i,
-                );
+            let excess = if excess.is_nan() {
+                f32::INFINITY
+            } else {
+                excess
+            };
+            if excess > worst.0 {
+                worst = (excess, i);
             }
         }
         let i = worst.1;
@@ -449,4 +447,79 @@ fn per_width_constant_is_not_mistaken_for_per_channel() {
         }
         other => panic!("expected UnsupportedOp, got {other:?}"),
     }
+}
+
+fn int_attr(name: &str, i: i64) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: name.into(),
+        r#type: proto::attr_type::INT,
+        i,
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, ints: &[i64]) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: name.into(),
+        r#type: proto::attr_type::INTS,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn implausible_attributes_are_errors_not_overflows() {
+    let mut d2s = node("DepthToSpace", "d2s", &["x"]);
+    d2s.attribute = vec![int_attr("blocksize", 1 << 33)];
+    let e = onnx::import(&model(13, vec![d2s], vec![]), "m.onnx").expect_err("huge block");
+    assert!(e.to_string().contains("blocksize"), "{e}");
+
+    let w = proto::TensorProto {
+        dims: vec![3, 3, 1, 1],
+        data_type: proto::data_type::FLOAT,
+        name: "w".into(),
+        float_data: vec![0.5; 9],
+        ..Default::default()
+    };
+    let huge = 1i64 << 40;
+    for attrs in [
+        vec![
+            ints_attr("strides", &[huge, huge]),
+            ints_attr("output_padding", &[huge - 1, huge - 1]),
+        ],
+        vec![
+            ints_attr("strides", &[1000, 1000]),
+            ints_attr("output_padding", &[999, 999]),
+        ],
+        vec![ints_attr("pads", &[-1, 0, 0, 0])],
+    ] {
+        let mut ct = node("ConvTranspose", "deconv", &["x", "w"]);
+        ct.attribute = attrs.clone();
+        let e = onnx::import(&model(13, vec![ct], vec![w.clone()]), "m.onnx")
+            .expect_err("implausible ConvTranspose");
+        assert!(
+            matches!(&e, ImportError::UnsupportedOp { node, .. } if node == "deconv"),
+            "{attrs:?}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn float16_constants_are_converted() {
+    // [1, 3, 1, 1] float16 per-channel offsets 1.0, -2.0, 0.5 (raw little-endian).
+    let k = proto::TensorProto {
+        dims: vec![1, 3, 1, 1],
+        data_type: proto::data_type::FLOAT16,
+        name: "k".into(),
+        raw_data: vec![0x00, 0x3c, 0x00, 0xc0, 0x00, 0x38],
+        ..Default::default()
+    };
+    let g = onnx::import(
+        &model(13, vec![node("Add", "add", &["x", "k"])], vec![k]),
+        "m.onnx",
+    )
+    .expect("float16 constant");
+    let x = Tensor::image(1, 2, 3, vec![0.0; 6]);
+    let y = superres_engine::cpu::reference::run(&g, &x).expect("runs");
+    assert_eq!(y[0].data(), &[1.0, -2.0, 0.5, 1.0, -2.0, 0.5]);
 }

@@ -233,7 +233,8 @@ impl Const {
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
     for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
+        // Wrapping: a shape with a zero dimension has no elements to address.
+        s[d] = s[d + 1].wrapping_mul(shape[d + 1]);
     }
     s
 }
@@ -267,7 +268,7 @@ pub fn broadcast_index(s: &[usize], out: &[usize]) -> Vec<usize> {
         let mut k = 0;
         for d in off..rank {
             if s[d - off] != 1 {
-                k += idx[d] * st[d - off];
+                k += idx[d].wrapping_mul(st[d - off]);
             }
         }
         res.push(k);

@@ -83,7 +83,17 @@ pub const MIN_OPSET: i64 = 7;
 pub const MAX_OPSET: i64 = 21;
 
 /// Constant tensors computed at import time are capped at this many values.
-const MAX_FOLDED: usize = 1 << 24;
+const MAX_FOLDED: usize = 1 << 22;
+
+/// Strides, dilations and pads beyond this are refused as implausible (and would overflow
+/// size arithmetic downstream).
+const MAX_GEOMETRY: usize = 1 << 16;
+
+/// The largest `ConvTranspose` stride lowered to a depth-to-space.
+const MAX_DECONV_STRIDE: usize = 64;
+
+/// The largest resize factor.
+const MAX_RESIZE: usize = 256;
 
 /// Reads an ONNX model; `file` names it in errors.
 pub fn import(bytes: &[u8], file: &str) -> Result<Graph, ImportError> {
@@ -429,15 +439,17 @@ impl<'f> Importer<'f> {
             .map(|a| String::from_utf8_lossy(&a.s).into_owned()))
     }
 
-    /// A pair of positive integers (`strides`, `dilations`), `default` when absent.
-    fn attr_pair(&self, n: &NodeProto, name: &str, default: usize) -> R<(usize, usize)> {
+    /// A pair of integers in `min..=MAX_GEOMETRY` (`strides`, `dilations`,
+    /// `output_padding`), `default` when absent.
+    fn attr_pair(&self, n: &NodeProto, name: &str, default: usize, min: i64) -> R<(usize, usize)> {
+        let ok = |v: i64| (min..=MAX_GEOMETRY as i64).contains(&v);
         match self.attr_ints(n, name)? {
             None => Ok((default, default)),
             Some(v) => match v[..] {
-                [a, b] if a > 0 && b > 0 => Ok((a as usize, b as usize)),
+                [a, b] if ok(a) && ok(b) => Ok((a as usize, b as usize)),
                 _ => Err(self.unsupported(
                     n,
-                    format!("{name} {v:?}: expected two positive values (2-D)"),
+                    format!("{name} {v:?}: expected two values in {min}..={MAX_GEOMETRY} (2-D)"),
                 )),
             },
         }
@@ -555,8 +567,8 @@ impl<'f> Importer<'f> {
             ));
         }
         let bias = self.bias(n, 2, cout)?;
-        let stride = self.attr_pair(n, "strides", 1)?;
-        let dilation = self.attr_pair(n, "dilations", 1)?;
+        let stride = self.attr_pair(n, "strides", 1, 1)?;
+        let dilation = self.attr_pair(n, "dilations", 1, 1)?;
         let padding = self.conv_padding(n, (kh, kw), stride, dilation)?;
         let mut weights = vec![0.0f32; wv.len()];
         for co in 0..cout {
@@ -605,12 +617,16 @@ impl<'f> Importer<'f> {
         match self.attr_ints(n, "pads")? {
             None => Ok([0; 4]),
             Some(p) => match p[..] {
-                [a, b, c, d] if a >= 0 && b >= 0 && c >= 0 && d >= 0 => {
+                [a, b, c, d]
+                    if [a, b, c, d]
+                        .iter()
+                        .all(|&v| (0..=MAX_GEOMETRY as i64).contains(&v)) =>
+                {
                     Ok([a as usize, b as usize, c as usize, d as usize])
                 }
                 _ => Err(self.unsupported(
                     n,
-                    format!("pads {p:?}: expected four non-negative values (2-D)"),
+                    format!("pads {p:?}: expected four values in 0..={MAX_GEOMETRY} (2-D)"),
                 )),
             },
         }
@@ -689,7 +705,7 @@ impl<'f> Importer<'f> {
                 ),
             ));
         }
-        if self.attr_pair(n, "dilations", 1)? != (1, 1) {
+        if self.attr_pair(n, "dilations", 1, 1)? != (1, 1) {
             return Err(self.unsupported(n, "dilated ConvTranspose".to_string()));
         }
         if self.attr(n, "output_shape", at::INTS)?.is_some() {
@@ -698,20 +714,15 @@ impl<'f> Importer<'f> {
                 "the output_shape attribute (give pads and output_padding instead)".to_string(),
             ));
         }
-        let (sy, sx) = self.attr_pair(n, "strides", 1)?;
+        let (sy, sx) = self.attr_pair(n, "strides", 1, 1)?;
         if sy != sx {
             return Err(self.unsupported(n, format!("unequal strides ({sy}, {sx})")));
         }
         let s = sy;
-        let (oph, opw) = self.attr_pair(n, "output_padding", 0).or_else(|_| {
-            // attr_pair refuses zeros; output_padding may legitimately hold them.
-            match self.attr_ints(n, "output_padding")? {
-                Some(v) if v.len() == 2 && v.iter().all(|&p| p >= 0) => {
-                    Ok((v[0] as usize, v[1] as usize))
-                }
-                v => Err(self.invalid(n, format!("output_padding {v:?}"))),
-            }
-        })?;
+        if s > MAX_DECONV_STRIDE {
+            return Err(self.unsupported(n, format!("stride {s} (at most {MAX_DECONV_STRIDE})")));
+        }
+        let (oph, opw) = self.attr_pair(n, "output_padding", 0, 0)?;
         let auto = self.attr_s(n, "auto_pad")?.unwrap_or_default();
         let [pt, pl, pb, pr] = match auto.as_str() {
             "" | "NOTSET" => self.pads4(n)?,
@@ -940,9 +951,10 @@ impl<'f> Importer<'f> {
     fn depth_to_space(&mut self, n: &NodeProto, name: &str) -> R<()> {
         let x = self.image(n, 0)?;
         let b = self.attr_i(n, "blocksize")?.unwrap_or(0);
+        let c = self.g.channels(x);
         let block = to_usize(b)
-            .filter(|&b| b > 0)
-            .ok_or_else(|| self.invalid(n, format!("blocksize {b}")))?;
+            .filter(|&b| b > 0 && b.checked_mul(b).is_some_and(|bb| bb <= c))
+            .ok_or_else(|| self.invalid(n, format!("blocksize {b} for {c} channels")))?;
         let mode = match self.attr_s(n, "mode")?.as_deref().unwrap_or("DCR") {
             "DCR" => DepthToSpaceMode::Dcr,
             "CRD" => DepthToSpaceMode::Crd,
@@ -1008,7 +1020,7 @@ impl<'f> Importer<'f> {
             }
         };
         let factor = |f: f64| -> Option<usize> {
-            (f >= 1.0 && f.fract() == 0.0 && f < 1e6).then_some(f as usize)
+            (f >= 1.0 && f.fract() == 0.0 && f <= MAX_RESIZE as f64).then_some(f as usize)
         };
         let mut fh = None;
         let mut fw = None;
@@ -1077,7 +1089,7 @@ impl<'f> Importer<'f> {
                     }
                     .into()
                 });
-                if !nearest_is_floor(f, &ctm, &nm) {
+                if f > 1 && !nearest_is_floor(f, &ctm, &nm) {
                     return Err(self.unsupported(
                         n,
                         format!(
@@ -1474,6 +1486,10 @@ impl<'f> Importer<'f> {
             .filter(|&s| s != 0)
             .ok_or_else(|| self.invalid(n, "steps"))?;
         let len = k.len() as i64;
+        if len == 0 {
+            let out = k.clone();
+            return self.set(n, Val::Const(out));
+        }
         let norm = |v: i64, lo: i64, hi: i64| {
             let v = if v < 0 { v.saturating_add(len) } else { v };
             v.clamp(lo, hi)
@@ -1483,13 +1499,13 @@ impl<'f> Importer<'f> {
             let (mut i, e) = (norm(starts[0], 0, len), norm(ends[0], 0, len));
             while i < e {
                 idx.push(i as usize);
-                i += step;
+                i = i.saturating_add(step);
             }
         } else {
             let (mut i, e) = (norm(starts[0], 0, len - 1), norm(ends[0], -1, len - 1));
             while i > e {
                 idx.push(i as usize);
-                i += step;
+                i = i.saturating_add(step);
             }
         }
         let out = k.select(&idx);
@@ -1528,31 +1544,32 @@ fn ratio(d: Sym, base: Sym) -> Option<f64> {
 }
 
 /// Whether ONNX's nearest resize with these modes repeats each pixel `f×f` times (what the
-/// IR's nearest resize does), checked on every output of a 4-pixel row.
+/// IR's nearest resize does), checked on every output of rows of 1 to 9 pixels.
+/// `align_corners` depends on the size and is never the same.
 fn nearest_is_floor(f: usize, ctm: &str, nm: &str) -> bool {
-    let n = 4usize;
-    let len = (n * f) as f64;
     let ff = f as f64;
-    (0..n * f).all(|o| {
-        let o_f = o as f64;
-        let x = match ctm {
-            "half_pixel" | "half_pixel_symmetric" => (o_f + 0.5) / ff - 0.5,
-            "pytorch_half_pixel" if len > 1.0 => (o_f + 0.5) / ff - 0.5,
-            "asymmetric" => o_f / ff,
-            "tf_half_pixel_for_nn" => (o_f + 0.5) / ff,
-            "align_corners" => o_f * (n as f64 - 1.0) / (len - 1.0),
-            _ => return false,
-        };
-        let fl = x.floor();
-        let i = match nm {
-            "round_prefer_floor" if x - fl == 0.5 => fl,
-            "round_prefer_ceil" if x - fl == 0.5 => fl + 1.0,
-            "round_prefer_floor" | "round_prefer_ceil" => x.round(),
-            "floor" => fl,
-            "ceil" => x.ceil(),
-            _ => return false,
-        };
-        i.clamp(0.0, n as f64 - 1.0) as usize == o / f
+    (1..10usize).all(|n| {
+        (0..n * f).all(|o| {
+            let o_f = o as f64;
+            let x = match ctm {
+                "half_pixel" | "half_pixel_symmetric" => (o_f + 0.5) / ff - 0.5,
+                "pytorch_half_pixel" if n * f > 1 => (o_f + 0.5) / ff - 0.5,
+                "pytorch_half_pixel" => 0.0,
+                "asymmetric" => o_f / ff,
+                "tf_half_pixel_for_nn" => (o_f + 0.5) / ff,
+                _ => return false,
+            };
+            let fl = x.floor();
+            let i = match nm {
+                "round_prefer_floor" if x - fl == 0.5 => fl,
+                "round_prefer_ceil" if x - fl == 0.5 => fl + 1.0,
+                "round_prefer_floor" | "round_prefer_ceil" => x.round(),
+                "floor" => fl,
+                "ceil" => x.ceil(),
+                _ => return false,
+            };
+            i.clamp(0.0, n as f64 - 1.0) as usize == o / f
+        })
     })
 }
 
@@ -1604,7 +1621,8 @@ fn reshape_dims(from: &[usize], to: &[i64], allowzero: bool) -> Option<Vec<usize
         }
         out[i] = total / known;
     }
-    (out.iter().product::<usize>() == total).then_some(out)
+    let size = out.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    (size == total).then_some(out)
 }
 
 /// Drops image nodes no output depends on (the input always stays).
