@@ -24,7 +24,10 @@ fn conv_epilogues(g: &Graph) -> Vec<&superres_graph::Epilogue> {
 }
 
 /// (file stem prefix, family, convs, raw op counts that identify the spelling).
-fn expectations(stem: &str) -> Option<(Family, usize, &'static [(&'static str, usize)])> {
+/// Op kinds and how many of each an unoptimised graph must have.
+type OpCounts = &'static [(&'static str, usize)];
+
+fn expectations(stem: &str) -> Option<(Family, usize, OpCounts)> {
     Some(if stem.starts_with("ESPCN") {
         (
             Family::YChannel,

@@ -99,10 +99,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
     let mut bad = 0usize;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
-        if !(err <= atol + rtol * w.abs()) {
+        // NaN counts as outside.
+        if err.is_nan() || err > atol + rtol * w.abs() {
             bad += 1;
         }
-        if !(err <= worst.0) {
+        if err.is_nan() || err > worst.0 {
             worst = (err, i);
         }
     }
