@@ -5,6 +5,7 @@
 
 mod bench;
 mod models;
+mod serve;
 mod upscale;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HTTP service.
+    Serve(serve::Args),
     /// Upscale image files or folders.
     Upscale(upscale::Args),
     /// List or inspect models.
@@ -34,6 +37,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Upscale(args) => upscale::run(args),
         Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),

@@ -1,1 +1,46 @@
-//! The HTTP service (in progress).
+//! The superres HTTP service: `superres serve`.
+//!
+//! Where it sits: on top of the pipeline (`superres-upscale`) and the image codecs
+//! (`superres-imaging`); the command line only parses flags and calls [`Server`]. Its parts,
+//! in the order a request meets them:
+//!
+//! - [`http`]: routes and handlers, and the tower layers around them (request ids, request
+//!   logs, metrics, JSON errors, upload timeout, body limit).
+//! - [`upload`]: the multipart extractor and the header check that refuses non-images and
+//!   oversized images before they queue.
+//! - [`models`]: the loaded models, swapped atomically on reload.
+//! - [`queue`]: the bounded job queue, job states, results with a time-to-live.
+//! - [`worker`]: the inference threads (never the async runtime) and the [`Upscaler`] seam.
+//! - [`error`]: the one error type, [`ApiError`], and the JSON shape of every failure.
+//! - [`telemetry`], [`config`], [`server`]: logs and metrics, settings, life cycle.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use superres_server::{ModelSetup, Server, Settings};
+//! let settings = Settings { bind: "127.0.0.1:0".into(), ..Settings::default() };
+//! let backend = superres_upscale::device::backend("cpu")?;
+//! let models = ModelSetup::Disk { dir: Some("models".into()), model: None, backend };
+//! let server = Server::bind(settings, models).await?;
+//! server.handle().watch_signals();
+//! let report = server.run().await?;
+//! assert_eq!(report.abandoned, 0);
+//! # Ok(()) }
+//! ```
+
+mod assets;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod models;
+pub mod queue;
+pub mod server;
+pub mod telemetry;
+pub mod upload;
+pub mod worker;
+
+pub use config::{ConfigError, ConfigLayer, LogFormat, Settings};
+pub use error::ApiError;
+pub use models::{ModelRegistry, ModelSetup, ModelView, ReloadReport};
+pub use server::{Server, ServerError, ServerHandle, ShutdownReport};
+pub use telemetry::init_tracing;
+pub use worker::{Pipeline, Upscaler};

@@ -1,0 +1,139 @@
+//! `superres serve`: the HTTP service.
+//!
+//! Settings come from flags, then `SUPERRES_*` environment variables, then the TOML file
+//! named by `--config`, then defaults; this module only gathers them and hands them to
+//! `superres_server`, which does the rest.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use superres_server::{ConfigLayer, LogFormat, ModelSetup, Server, Settings};
+use superres_upscale::device;
+
+#[derive(Parser)]
+#[command(after_help = "\
+Every flag can also be set with its SUPERRES_* environment variable (shown with each flag) or \
+in the TOML file given by --config, with the flag's name in snake_case as key, for example:
+
+    bind = \"0.0.0.0:8080\"
+    models = \"/srv/models\"
+    queue_size = 8
+    max_body_mb = 20
+
+Flags win over environment variables, which win over the file.
+Signals: SIGTERM or SIGINT drain and stop (exit 0); SIGHUP reloads the models.")]
+pub struct Args {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SUPERRES_BIND")]
+    bind: Option<String>,
+    /// Folder of models: NAME.pb / NAME.onnx files or NAME/<version>/model.{pb,onnx} folders
+    /// with a `current` symlink.
+    #[arg(long, env = "SUPERRES_MODELS")]
+    models: Option<PathBuf>,
+    /// Model for requests that name none: a registry name or a .pb / .onnx path [default:
+    /// `default`, or the only model].
+    #[arg(long, env = "SUPERRES_MODEL")]
+    model: Option<String>,
+    /// auto, cpu, cuda or cuda:N [default: auto].
+    #[arg(long, env = "SUPERRES_DEVICE")]
+    device: Option<String>,
+    /// Images that may wait for a worker; beyond it requests get 429 [default: 5].
+    #[arg(long, env = "SUPERRES_QUEUE_SIZE")]
+    queue_size: Option<usize>,
+    /// Inference threads; each run already uses every core [default: 1].
+    #[arg(long, env = "SUPERRES_WORKERS")]
+    workers: Option<usize>,
+    /// Most pixels (width × height) an uploaded image may have [default: 16777216].
+    #[arg(long, env = "SUPERRES_MAX_PIXELS")]
+    max_pixels: Option<u64>,
+    /// Largest request body, in MB [default: 50].
+    #[arg(long, env = "SUPERRES_MAX_BODY_MB")]
+    max_body_mb: Option<usize>,
+    /// Longest one job may run, in seconds [default: 300].
+    #[arg(long, env = "SUPERRES_JOB_TIMEOUT_SECS")]
+    job_timeout_secs: Option<u64>,
+    /// Longest a client may take to send its upload, in seconds [default: 60].
+    #[arg(long, env = "SUPERRES_UPLOAD_TIMEOUT_SECS")]
+    upload_timeout_secs: Option<u64>,
+    /// How long finished jobs' results are kept, in seconds [default: 600].
+    #[arg(long, env = "SUPERRES_RESULT_TTL_SECS")]
+    result_ttl_secs: Option<u64>,
+    /// Most MiB of results kept; the oldest are evicted beyond it [default: 512].
+    #[arg(long, env = "SUPERRES_RESULT_STORE_MB")]
+    result_store_mb: Option<usize>,
+    /// How long a shutdown waits for running and queued jobs, in seconds [default: 30].
+    #[arg(long, env = "SUPERRES_DRAIN_TIMEOUT_SECS")]
+    drain_timeout_secs: Option<u64>,
+    /// Tile side in input pixels (0: whole image) [default: from --memory-budget-mb].
+    #[arg(long, env = "SUPERRES_TILE")]
+    tile: Option<usize>,
+    /// Memory for one tile's activations, in MiB, when --tile is not given [default: 512].
+    #[arg(long, env = "SUPERRES_MEMORY_BUDGET_MB")]
+    memory_budget_mb: Option<usize>,
+    /// Log lines as text or json [default: text]. The level comes from SUPERRES_LOG
+    /// (e.g. `debug`, `info,tower_http=warn`).
+    #[arg(long, env = "SUPERRES_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// A TOML file of settings.
+    #[arg(long, env = "SUPERRES_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl Args {
+    fn layer(self) -> (ConfigLayer, Option<PathBuf>) {
+        let layer = ConfigLayer {
+            bind: self.bind,
+            models: self.models,
+            model: self.model,
+            device: self.device,
+            queue_size: self.queue_size,
+            workers: self.workers,
+            max_pixels: self.max_pixels,
+            max_body_mb: self.max_body_mb,
+            job_timeout_secs: self.job_timeout_secs,
+            upload_timeout_secs: self.upload_timeout_secs,
+            result_ttl_secs: self.result_ttl_secs,
+            result_store_mb: self.result_store_mb,
+            drain_timeout_secs: self.drain_timeout_secs,
+            tile: self.tile,
+            memory_budget_mb: self.memory_budget_mb,
+            log_format: self.log_format,
+        };
+        (layer, self.config)
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (flags, config) = args.layer();
+    let file = match &config {
+        Some(path) => ConfigLayer::from_toml_file(path)?,
+        None => ConfigLayer::default(),
+    };
+    let settings = Settings::from_layers(flags, file)?;
+    superres_server::init_tracing(settings.log_format);
+    let backend = device::backend(&settings.device)?;
+    let models = ModelSetup::Disk {
+        dir: settings.models_dir.clone(),
+        model: settings.default_model.clone(),
+        backend,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("superres-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(async move {
+        let server = Server::bind(settings, models).await?;
+        server.handle().watch_signals();
+        server.run().await
+    })?;
+    if report.abandoned > 0 {
+        eprintln!(
+            "{} job(s) were still running or queued when the drain timeout passed",
+            report.abandoned
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

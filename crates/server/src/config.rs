@@ -1,0 +1,254 @@
+//! What the service can be told: [`Settings`], and the [`ConfigLayer`]s they are built from.
+//!
+//! Where it sits: before anything starts. Settings come from three places, in rising order
+//! of precedence: a TOML file (`--config FILE`), `SUPERRES_*` environment variables, and
+//! command-line flags. The command line parses the last two into one layer (clap reads the
+//! variables), reads the file into another, and [`Settings::from_layers`] fills what neither
+//! names with the defaults below. Every size a request can influence has a limit here.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format '{other}' (expected text or json)"
+            )),
+        }
+    }
+}
+
+/// One source of settings; `None` means "this source does not say". The TOML file uses the
+/// same keys (`queue_size = 5`, `models = "/srv/models"`, …); unknown keys are an error so a
+/// typo does not silently leave a default in place.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub bind: Option<String>,
+    pub models: Option<PathBuf>,
+    pub model: Option<String>,
+    pub device: Option<String>,
+    pub queue_size: Option<usize>,
+    pub workers: Option<usize>,
+    pub max_pixels: Option<u64>,
+    pub max_body_mb: Option<usize>,
+    pub job_timeout_secs: Option<u64>,
+    pub upload_timeout_secs: Option<u64>,
+    pub result_ttl_secs: Option<u64>,
+    pub result_store_mb: Option<usize>,
+    pub drain_timeout_secs: Option<u64>,
+    pub tile: Option<usize>,
+    pub memory_budget_mb: Option<usize>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {file} is not valid: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl ConfigLayer {
+    /// Reads a TOML configuration file.
+    pub fn from_toml_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// This layer, with `below` filling what it leaves unsaid.
+    pub fn over(self, below: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            bind: self.bind.or(below.bind),
+            models: self.models.or(below.models),
+            model: self.model.or(below.model),
+            device: self.device.or(below.device),
+            queue_size: self.queue_size.or(below.queue_size),
+            workers: self.workers.or(below.workers),
+            max_pixels: self.max_pixels.or(below.max_pixels),
+            max_body_mb: self.max_body_mb.or(below.max_body_mb),
+            job_timeout_secs: self.job_timeout_secs.or(below.job_timeout_secs),
+            upload_timeout_secs: self.upload_timeout_secs.or(below.upload_timeout_secs),
+            result_ttl_secs: self.result_ttl_secs.or(below.result_ttl_secs),
+            result_store_mb: self.result_store_mb.or(below.result_store_mb),
+            drain_timeout_secs: self.drain_timeout_secs.or(below.drain_timeout_secs),
+            tile: self.tile.or(below.tile),
+            memory_budget_mb: self.memory_budget_mb.or(below.memory_budget_mb),
+            log_format: self.log_format.or(below.log_format),
+        }
+    }
+}
+
+/// Everything the service runs with. [`Settings::default`] is what `superres serve` uses when
+/// nothing is configured.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Address to listen on, `host:port`; port 0 picks a free one.
+    pub bind: String,
+    /// Folder of named models (see DESIGN.md, "Models on disk").
+    pub models_dir: Option<PathBuf>,
+    /// Model for requests that name none: a registry name or a file path.
+    pub default_model: Option<String>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Images that may wait for a worker; one more is refused with 429.
+    pub queue_size: usize,
+    /// Inference threads. Each run already spreads over every core, so 1 is the default.
+    pub workers: usize,
+    /// Most decoded pixels (width × height) an upload may have.
+    pub max_pixels: u64,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest one job may run before it is stopped at its next tile.
+    pub job_timeout: Duration,
+    /// Longest a client may take to send its request body.
+    pub upload_timeout: Duration,
+    /// How long finished jobs (and their results) are kept.
+    pub result_ttl: Duration,
+    /// Most bytes of results kept at once; the oldest are dropped beyond it.
+    pub result_store_bytes: usize,
+    /// How long a shutdown waits for running and queued jobs.
+    pub drain_timeout: Duration,
+    /// Tile side in input pixels (0: whole image); `None` derives it from `memory_budget_bytes`.
+    pub tile: Option<usize>,
+    /// Memory for one tile's activations when `tile` is `None`.
+    pub memory_budget_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: "127.0.0.1:8080".into(),
+            models_dir: None,
+            default_model: None,
+            device: "auto".into(),
+            queue_size: 5,
+            workers: 1,
+            max_pixels: 16_777_216,
+            max_body_bytes: 50_000_000,
+            job_timeout: Duration::from_secs(300),
+            upload_timeout: Duration::from_secs(60),
+            result_ttl: Duration::from_secs(600),
+            result_store_bytes: 512 << 20,
+            drain_timeout: Duration::from_secs(30),
+            tile: None,
+            memory_budget_bytes: 512 << 20,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Settings {
+    /// Settings from the flags-and-environment layer over the file layer over the defaults.
+    pub fn from_layers(flags: ConfigLayer, file: ConfigLayer) -> Result<Settings, ConfigError> {
+        let c = flags.over(file);
+        let d = Settings::default();
+        let secs = Duration::from_secs;
+        let settings = Settings {
+            bind: c.bind.unwrap_or(d.bind),
+            models_dir: c.models,
+            default_model: c.model,
+            device: c.device.unwrap_or(d.device),
+            queue_size: c.queue_size.unwrap_or(d.queue_size),
+            workers: c.workers.unwrap_or(d.workers),
+            max_pixels: c.max_pixels.unwrap_or(d.max_pixels),
+            max_body_bytes: c
+                .max_body_mb
+                .map_or(d.max_body_bytes, |mb| mb.saturating_mul(1_000_000)),
+            job_timeout: c.job_timeout_secs.map_or(d.job_timeout, secs),
+            upload_timeout: c.upload_timeout_secs.map_or(d.upload_timeout, secs),
+            result_ttl: c.result_ttl_secs.map_or(d.result_ttl, secs),
+            result_store_bytes: c
+                .result_store_mb
+                .map_or(d.result_store_bytes, |mb| mb.saturating_mul(1 << 20)),
+            drain_timeout: c.drain_timeout_secs.map_or(d.drain_timeout, secs),
+            tile: c.tile.or(d.tile),
+            memory_budget_bytes: c
+                .memory_budget_mb
+                .map_or(d.memory_budget_bytes, |mb| mb.saturating_mul(1 << 20)),
+            log_format: c.log_format.unwrap_or(d.log_format),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rejects values the service cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 {
+            return Err(ConfigError::Invalid("workers must be at least 1".into()));
+        }
+        if self.max_pixels == 0 || self.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "max_pixels and max_body_mb must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file: ConfigLayer =
+            toml::from_str("queue_size = 9\nworkers = 2\nlog_format = \"json\"").unwrap();
+        let flags = ConfigLayer {
+            queue_size: Some(3),
+            ..ConfigLayer::default()
+        };
+        let s = Settings::from_layers(flags, file).unwrap();
+        assert_eq!(s.queue_size, 3);
+        assert_eq!(s.workers, 2);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.max_body_bytes, 50_000_000);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let err = toml::from_str::<ConfigLayer>("queue_sise = 9").unwrap_err();
+        assert!(err.to_string().contains("queue_sise"), "{err}");
+    }
+
+    #[test]
+    fn zero_workers_is_refused() {
+        let flags = ConfigLayer {
+            workers: Some(0),
+            ..ConfigLayer::default()
+        };
+        assert!(Settings::from_layers(flags, ConfigLayer::default()).is_err());
+    }
+}

@@ -1,0 +1,319 @@
+//! Starting and stopping the service.
+//!
+//! Where it sits: the service's life cycle. [`Server::bind`] opens the listening socket,
+//! starts the workers and begins loading the models in the background (so `/healthz`
+//! answers at once and `/readyz` says 503 until the models are in); [`Server::run`] serves
+//! until [`ServerHandle::shutdown`] (or a signal, see [`ServerHandle::watch_signals`]), then
+//! drains: no new connections or jobs, every accepted job finishes within the drain timeout,
+//! and the function returns a [`ShutdownReport`].
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use superres_imaging::{EncodeOptions, Limits};
+use superres_upscale::Options;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::http::{AppState, HttpLimits, router};
+use crate::models::{ModelRegistry, ModelSetup, ReloadReport};
+use crate::queue::{JobQueue, QueueConfig};
+use crate::telemetry;
+use crate::worker::{Pipeline, Upscaler, WorkerPool};
+
+/// Why the service could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {bind}: {source}")]
+    Bind {
+        bind: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the worker threads: {0}")]
+    Workers(#[source] std::io::Error),
+    #[error("the server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// How a shutdown went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Jobs that ended while the server was draining.
+    pub finished_while_draining: u64,
+    /// Jobs still queued or running when the drain timeout passed (cancelled).
+    pub abandoned: usize,
+    pub drain_time: Duration,
+}
+
+/// A bound, not yet serving, server.
+pub struct Server {
+    listener: TcpListener,
+    settings: Settings,
+    state: AppState,
+    workers: WorkerPool,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Controls a running server from elsewhere: shut it down, reload its models.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shutdown: watch::Sender<bool>,
+    models: Arc<ModelRegistry>,
+    addr: SocketAddr,
+}
+
+impl ServerHandle {
+    /// Begins a graceful shutdown: [`Server::run`] drains and returns.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Reloads the models, as `POST /v1/models/reload` and SIGHUP do.
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        let models = Arc::clone(&self.models);
+        tokio::task::spawn_blocking(move || models.reload())
+            .await
+            .map_err(|e| format!("the reload did not finish: {e}"))?
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shuts down on SIGTERM or SIGINT (Ctrl-C) and reloads the models on SIGHUP.
+    pub fn watch_signals(&self) {
+        let handle = self.clone();
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("shutdown requested: draining");
+            handle.shutdown();
+        });
+        #[cfg(unix)]
+        {
+            let handle = self.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                    tracing::warn!("cannot listen for SIGHUP: reload with POST /v1/models/reload");
+                    return;
+                };
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading models");
+                    match handle.reload().await {
+                        Ok(r) => tracing::info!(
+                            models = r.models.len(),
+                            errors = r.errors.len(),
+                            "models reloaded"
+                        ),
+                        Err(e) => tracing::error!("reload failed, keeping the current models: {e}"),
+                    }
+                }
+            });
+        }
+    }
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+impl Server {
+    /// Binds `settings.bind` with the real pipeline. See [`Server::bind_with`].
+    pub async fn bind(settings: Settings, models: ModelSetup) -> Result<Server, ServerError> {
+        Self::bind_with(settings, models, Arc::new(Pipeline)).await
+    }
+
+    /// Binds the listening socket, starts the workers running `upscaler`, and starts loading
+    /// the models: at once when they are already loaded, in the background otherwise.
+    pub async fn bind_with(
+        settings: Settings,
+        models: ModelSetup,
+        upscaler: Arc<dyn Upscaler>,
+    ) -> Result<Server, ServerError> {
+        let listener =
+            TcpListener::bind(&settings.bind)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    bind: settings.bind.clone(),
+                    source,
+                })?;
+        let queue = Arc::new(JobQueue::new(QueueConfig {
+            queue_size: settings.queue_size,
+            workers: settings.workers.max(1),
+            job_timeout: settings.job_timeout,
+            result_ttl: settings.result_ttl,
+            result_store_bytes: settings.result_store_bytes,
+            limits: Limits {
+                max_pixels: settings.max_pixels,
+                ..Limits::default()
+            },
+            options: Options {
+                tile: settings.tile,
+                memory_budget: settings.memory_budget_bytes,
+            },
+            encode: EncodeOptions::default(),
+        }));
+        let workers = WorkerPool::start(Arc::clone(&queue), upscaler, settings.workers.max(1))
+            .map_err(ServerError::Workers)?;
+        let preloaded = matches!(models, ModelSetup::Loaded { .. });
+        let registry = Arc::new(ModelRegistry::new(models));
+        if preloaded {
+            if let Err(e) = registry.reload() {
+                tracing::error!("{e}");
+            }
+        } else {
+            let registry = Arc::clone(&registry);
+            tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                match registry.reload() {
+                    Ok(r) => {
+                        for e in &r.errors {
+                            tracing::warn!("{e}");
+                        }
+                        tracing::info!(
+                            models = r.models.len(),
+                            secs = started.elapsed().as_secs_f64(),
+                            "models loaded: ready"
+                        );
+                    }
+                    Err(e) => tracing::error!(
+                        "models could not be loaded, /readyz stays 503 until a reload succeeds: {e}"
+                    ),
+                }
+            });
+        }
+        let state = AppState {
+            queue,
+            models: registry,
+            metrics: telemetry::prometheus(),
+        };
+        let (shutdown, _) = watch::channel(false);
+        Ok(Server {
+            listener,
+            settings,
+            state,
+            workers,
+            shutdown,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shutdown: self.shutdown.clone(),
+            models: Arc::clone(&self.state.models),
+            addr: self
+                .listener
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+
+    /// Serves until a shutdown is requested, then drains and returns.
+    pub async fn run(self) -> Result<ShutdownReport, ServerError> {
+        let Server {
+            listener,
+            settings,
+            state,
+            workers,
+            shutdown,
+        } = self;
+        let queue = Arc::clone(&state.queue);
+        let app = router(
+            state,
+            HttpLimits {
+                max_body_bytes: settings.max_body_bytes,
+                upload_timeout: settings.upload_timeout,
+            },
+        );
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "listening");
+        }
+        let mut requested = shutdown.subscribe();
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<u64>();
+        let draining_queue = Arc::clone(&queue);
+        let graceful = async move {
+            let _ = requested.wait_for(|stop| *stop).await;
+            draining_queue.begin_drain();
+            let _ = drain_tx.send(draining_queue.finished_count());
+        };
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .into_future();
+        tokio::pin!(serve);
+
+        // With no connection open, the serve future can end as soon as the shutdown begins.
+        let mut served = false;
+        let finished_before = tokio::select! {
+            result = &mut serve => {
+                result.map_err(ServerError::Serve)?;
+                served = true;
+                queue.begin_drain();
+                queue.finished_count()
+            }
+            finished = drain_rx => finished.unwrap_or_else(|_| queue.finished_count()),
+        };
+        let started = Instant::now();
+        let drain = settings.drain_timeout;
+        let drained = tokio::time::timeout(drain, queue.wait_idle()).await.is_ok();
+        let abandoned = if drained {
+            0
+        } else {
+            let n = queue.abandon_all();
+            tracing::warn!(
+                jobs = n,
+                "drain timeout of {} s passed: cancelling what is left",
+                drain.as_secs()
+            );
+            n
+        };
+        // Let the connections deliver their last responses (results of the drained jobs).
+        let left = drain
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
+        if !served && tokio::time::timeout(left, &mut serve).await.is_err() {
+            tracing::warn!("connections still open after the drain: closing them");
+        }
+        let report = ShutdownReport {
+            finished_while_draining: queue.finished_count().saturating_sub(finished_before),
+            abandoned,
+            drain_time: started.elapsed(),
+        };
+        if drained {
+            // Idle workers return at once; joining them is quick.
+            let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+        }
+        tracing::info!(
+            finished = report.finished_while_draining,
+            abandoned = report.abandoned,
+            "stopped"
+        );
+        Ok(report)
+    }
+}

@@ -1,0 +1,200 @@
+//! The upload extractor: a multipart request into the image bytes and the job's options.
+//!
+//! Where it sits: first in `POST /enhance` and `POST /v1/jobs`. It reads the multipart field
+//! `image` and the optional `model` and `format` (as fields or query parameters; a field
+//! wins), within the body-size limit of the `DefaultBodyLimit` layer. The uploaded file name
+//! is never used for anything, so a hostile one (`../../etc/passwd`) is harmless.
+//!
+//! [`check_header`] then looks at the first bytes only: the format must be one we decode
+//! (415 otherwise) and the size the header claims must be within the pixel limit (413), so
+//! those uploads are refused before they take a place in the queue. Full decoding happens on
+//! a worker.
+
+use std::io::Cursor;
+
+use axum::body::Bytes;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::{FromRequest, Multipart, Query, Request};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use superres_imaging::{InputFormat, Limits, OutputFormat, sniff_format};
+
+use crate::error::ApiError;
+
+/// An uploaded image and what the client asked for.
+#[derive(Debug)]
+pub struct Upload {
+    pub image: Bytes,
+    pub model: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UploadQuery {
+    model: Option<String>,
+    format: Option<String>,
+}
+
+/// Longest accepted value of a text field (`model`, `format`).
+const MAX_TEXT_FIELD: usize = 256;
+
+impl<S: Send + Sync> FromRequest<S> for Upload {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(query) = Query::<UploadQuery>::try_from_uri(req.uri())
+            .map_err(|e| ApiError::bad_field(format!("bad query string: {e}")))?;
+        let mut multipart = Multipart::from_request(req, state)
+            .await
+            .map_err(multipart_rejection)?;
+        let mut upload = Upload {
+            image: Bytes::new(),
+            model: None,
+            format: None,
+        };
+        let mut has_image = false;
+        while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+            match field.name() {
+                Some("image") => {
+                    upload.image = field.bytes().await.map_err(multipart_error)?;
+                    has_image = true;
+                }
+                Some(name @ ("model" | "format")) => {
+                    let name = name.to_string();
+                    let text = field.text().await.map_err(multipart_error)?;
+                    if text.len() > MAX_TEXT_FIELD {
+                        return Err(ApiError::bad_field(format!(
+                            "the '{name}' field is longer than {MAX_TEXT_FIELD} bytes"
+                        )));
+                    }
+                    let text = Some(text.trim().to_string()).filter(|t| !t.is_empty());
+                    if name == "model" {
+                        upload.model = text;
+                    } else {
+                        upload.format = text;
+                    }
+                }
+                // Other fields are ignored, as the service this one replaces did.
+                _ => {}
+            }
+        }
+        if !has_image {
+            return Err(ApiError::missing_field("image"));
+        }
+        upload.model = upload.model.or(query.model.filter(|m| !m.is_empty()));
+        upload.format = upload.format.or(query.format.filter(|f| !f.is_empty()));
+        Ok(upload)
+    }
+}
+
+impl Upload {
+    /// The output format asked for; PNG when none.
+    pub fn output_format(&self) -> Result<OutputFormat, ApiError> {
+        match &self.format {
+            None => Ok(OutputFormat::Png),
+            Some(f) => f
+                .parse::<OutputFormat>()
+                .map_err(|e| ApiError::bad_field(e.message().to_string())),
+        }
+    }
+}
+
+fn multipart_rejection(e: MultipartRejection) -> ApiError {
+    ApiError::bad_field(format!(
+        "expected a multipart/form-data body with an 'image' field ({})",
+        e.body_text()
+    ))
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the upload is larger than the server's body limit",
+        );
+    }
+    ApiError::bad_field(format!(
+        "the multipart body is malformed: {}",
+        e.body_text()
+    ))
+}
+
+/// Refuses, from the first bytes alone, uploads that are not an accepted image format or
+/// whose header claims more pixels than `limits` allow.
+pub fn check_header(bytes: &[u8], limits: &Limits) -> Result<(), ApiError> {
+    let format = sniff_format(bytes)?;
+    // PNG's size sits at a fixed place in the first chunk (IHDR), readable even when nothing
+    // follows it, which the codec would refuse as truncated.
+    if format == InputFormat::Png
+        && let Some(ihdr) = bytes.get(12..24).filter(|h| h.starts_with(b"IHDR"))
+    {
+        let width = u32::from_be_bytes([ihdr[4], ihdr[5], ihdr[6], ihdr[7]]);
+        let height = u32::from_be_bytes([ihdr[8], ihdr[9], ihdr[10], ihdr[11]]);
+        return limits
+            .check_dimensions(width, height)
+            .map_err(ApiError::from);
+    }
+    let reader = image::ImageReader::with_format(Cursor::new(bytes), codec(format));
+    // A header that cannot be read is left to the decoder, whose message says what is wrong.
+    if let Ok((width, height)) = reader.into_dimensions() {
+        limits.check_dimensions(width, height)?;
+    }
+    Ok(())
+}
+
+fn codec(format: InputFormat) -> image::ImageFormat {
+    use InputFormat as F;
+    match format {
+        F::Png => image::ImageFormat::Png,
+        F::Jpeg => image::ImageFormat::Jpeg,
+        F::Webp => image::ImageFormat::WebP,
+        F::Bmp => image::ImageFormat::Bmp,
+        F::Tiff => image::ImageFormat::Tiff,
+        F::Gif => image::ImageFormat::Gif,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        v.extend_from_slice(&width.to_be_bytes());
+        v.extend_from_slice(&height.to_be_bytes());
+        v.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let crc = crc32(&v[12..]);
+        v.extend_from_slice(&crc.to_be_bytes());
+        v
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_header_claiming_too_many_pixels_is_refused_before_decoding() {
+        let err = check_header(&png_header(100_000, 100_000), &Limits::default()).unwrap_err();
+        assert_eq!(err.status(), StatusCode::PAYLOAD_TOO_LARGE, "{err:?}");
+    }
+
+    #[test]
+    fn text_is_unsupported_and_empty_is_corrupt() {
+        let text = check_header(b"hello, world", &Limits::default()).unwrap_err();
+        assert_eq!(text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let empty = check_header(b"", &Limits::default()).unwrap_err();
+        assert_eq!(empty.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}

@@ -1,0 +1,592 @@
+//! The HTTP contract of DESIGN.md, endpoint by endpoint, over real HTTP.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use superres_import::Family;
+use superres_server::{ModelSetup, Settings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhance_answers_the_upscaled_png_with_model_and_timing_headers() {
+    let server = start_with_models(
+        settings(),
+        vec![
+            tiny_model("rgbx2", 2, Family::Rgb),
+            tiny_model("yx3", 3, Family::YChannel),
+        ],
+    )
+    .await;
+    let http = client();
+
+    let r = http
+        .post(server.url("/enhance"))
+        .multipart(image_form(png(20, 12)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.headers()["x-superres-model"], "rgbx2");
+    let timing = r.headers()["server-timing"].to_str().unwrap().to_string();
+    assert!(timing.contains("upscale;dur="), "Server-Timing: {timing}");
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(png_size(&r.bytes().await.unwrap()), (40, 24));
+
+    // The model as a field, the format as a query parameter.
+    let form = image_form(png(10, 10)).text("model", "yx3");
+    let r = http
+        .post(server.url("/enhance?format=jpeg"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert_eq!(r.headers()["x-superres-model"], "yx3");
+    let img = image::load_from_memory(&r.bytes().await.unwrap()).expect("a JPEG");
+    assert_eq!((img.width(), img.height()), (30, 30));
+
+    // The format as a field, the model as a query parameter.
+    let form = image_form(png(8, 8)).text("format", "webp");
+    let r = http
+        .post(server.url("/enhance?model=yx3"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/webp");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_errors_are_json_with_design_codes() {
+    let server = start_with_models(settings(), vec![tiny_model("m", 2, Family::Rgb)]).await;
+    let http = client();
+    let post = |form: reqwest::multipart::Form, path: &str| {
+        http.post(server.url(path)).multipart(form).send()
+    };
+
+    let no_image = reqwest::multipart::Form::new().text("model", "m");
+    let r = post(no_image, "/enhance").await.unwrap();
+    assert_eq!(error_code(r, 400).await, "missing_field");
+
+    let r = post(image_form(png(4, 4)).text("model", "nope"), "/enhance")
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "unknown_model");
+
+    let r = post(image_form(png(4, 4)), "/v1/jobs?format=gif")
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "bad_field");
+
+    let r = http
+        .post(server.url("/enhance"))
+        .body("not multipart")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "bad_field");
+
+    let r = http.get(server.url("/no/such/thing")).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+
+    let r = http.get(server.url("/enhance")).send().await.unwrap();
+    assert_eq!(error_code(r, 405).await, "method_not_allowed");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_goes_from_queued_to_done_and_its_result_is_the_image() {
+    let slow = SlowUpscaler::new(4, Duration::from_millis(60));
+    let server = start(
+        settings(),
+        ModelSetup::Loaded {
+            models: vec![tiny_model("m", 2, Family::Rgb)],
+            default: None,
+        },
+        slow,
+    )
+    .await;
+    let http = client();
+
+    let r = http
+        .post(server.url("/v1/jobs"))
+        .multipart(image_form(png(16, 16)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let accepted: serde_json::Value = r.json().await.unwrap();
+    let id = accepted["id"].as_str().unwrap().to_string();
+    assert_eq!(location, format!("/v1/jobs/{id}"));
+    assert_eq!(accepted["status"], "queued");
+    assert_eq!(accepted["position"], 0);
+
+    // Before it is done, the result is a 409.
+    let r = http
+        .get(server.url(&format!("{location}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 409).await, "not_done");
+
+    // The event stream shows every change, ending with "done".
+    let r = http
+        .get(server.url(&format!("{location}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = r.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("events keep coming until the job ends")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.last(), Some(&"done"), "{statuses:?}");
+    assert!(statuses.contains(&"running"), "{statuses:?}");
+    let progress: Vec<f64> = events
+        .iter()
+        .map(|e| e["progress"].as_f64().unwrap())
+        .collect();
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]),
+        "progress goes up: {progress:?}"
+    );
+    assert!(
+        progress.iter().any(|p| *p > 0.0 && *p < 1.0),
+        "intermediate progress: {progress:?}"
+    );
+
+    let r = http.get(server.url(&location)).send().await.unwrap();
+    let view: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(view["status"], "done");
+    assert_eq!(view["progress"], 1.0);
+    assert!(
+        view["position"].is_null() && view["error"].is_null(),
+        "{view}"
+    );
+
+    let r = http
+        .get(server.url(&format!("{location}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-superres-model"], "m");
+    assert_eq!(png_size(&r.bytes().await.unwrap()), (32, 32));
+
+    let r = http
+        .get(server.url("/v1/jobs/nonexistent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    let r = http
+        .get(server.url("/v1/jobs/nonexistent/result"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    let r = http
+        .delete(server.url("/v1/jobs/nonexistent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_a_queued_job_and_stops_a_running_one_at_the_next_tile() {
+    let slow = SlowUpscaler::new(50, Duration::from_millis(20));
+    let server = start(
+        settings(),
+        ModelSetup::Loaded {
+            models: vec![tiny_model("m", 2, Family::Rgb)],
+            default: None,
+        },
+        slow.clone(),
+    )
+    .await;
+    let http = client();
+    let submit = || async {
+        let r = http
+            .post(server.url("/v1/jobs"))
+            .multipart(image_form(png(8, 8)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    let running = submit().await;
+    let queued = submit().await;
+    let third = submit().await;
+    // Wait for the first to be running.
+    for _ in 0..100 {
+        let v: serde_json::Value = http
+            .get(server.url(&format!("/v1/jobs/{running}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let v: serde_json::Value = http
+        .get(server.url(&format!("/v1/jobs/{third}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["position"], 1, "two jobs ahead, one running: {v}");
+
+    let r = http
+        .delete(server.url(&format!("/v1/jobs/{queued}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "cancelled");
+    let v: serde_json::Value = http
+        .get(server.url(&format!("/v1/jobs/{third}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["position"], 0, "moved up after the cancel: {v}");
+
+    let r = http
+        .delete(server.url(&format!("/v1/jobs/{running}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut status = String::new();
+    for _ in 0..200 {
+        let v: serde_json::Value = http
+            .get(server.url(&format!("/v1/jobs/{running}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status = v["status"].as_str().unwrap().to_string();
+        if status == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        status, "cancelled",
+        "the running job stops at its next tile"
+    );
+    let r = http
+        .get(server.url(&format!("/v1/jobs/{running}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 409).await, "cancelled");
+    let r = http
+        .delete(server.url(&format!("/v1/jobs/{third}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report = server.stop().await;
+    assert_eq!(report.abandoned, 0);
+    assert!(
+        slow.runs.load(std::sync::atomic::Ordering::SeqCst) <= 2,
+        "the cancelled queued job never ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_model_fails_its_job_with_500_and_the_server_keeps_serving() {
+    let server = start(
+        settings(),
+        ModelSetup::Loaded {
+            models: vec![
+                tiny_model("m", 2, Family::Rgb),
+                tiny_model("explode", 2, Family::Rgb),
+            ],
+            default: Some("m".into()),
+        },
+        SlowUpscaler::new(0, Duration::ZERO),
+    )
+    .await;
+    let http = client();
+    let r = http
+        .post(server.url("/enhance"))
+        .multipart(image_form(png(8, 8)).text("model", "explode"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 500).await, "internal");
+
+    let r = http
+        .post(server.url("/v1/jobs?model=explode"))
+        .multipart(image_form(png(8, 8)))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut view = serde_json::Value::Null;
+    for _ in 0..100 {
+        view = http
+            .get(server.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if view["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(view["status"], "failed", "{view}");
+    assert!(
+        view["error"].as_str().unwrap().contains("exploded"),
+        "{view}"
+    );
+    let r = http
+        .get(server.url(&format!("/v1/jobs/{id}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 500).await, "internal");
+
+    let r = http
+        .post(server.url("/enhance"))
+        .multipart(image_form(png(8, 8)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the same worker serves the next job");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_the_timeout_is_stopped() {
+    let server = start(
+        Settings {
+            job_timeout: Duration::from_millis(100),
+            ..settings()
+        },
+        ModelSetup::Loaded {
+            models: vec![tiny_model("m", 2, Family::Rgb)],
+            default: None,
+        },
+        SlowUpscaler::new(100, Duration::from_millis(20)),
+    )
+    .await;
+    let r = client()
+        .post(server.url("/enhance"))
+        .multipart(image_form(png(8, 8)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 500).await, "timeout");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_models_metrics_and_the_page() {
+    let server = start_with_models(
+        settings(),
+        vec![
+            tiny_model("a", 2, Family::Rgb),
+            tiny_model("b", 4, Family::YChannel),
+        ],
+    )
+    .await;
+    let http = client();
+    let r = http.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let r = http.get(server.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let list: serde_json::Value = r.json().await.unwrap();
+    let models = list["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[0]["name"], "a");
+    assert_eq!(models[0]["family"], "rgb");
+    assert_eq!(models[0]["scale"], 2);
+    assert_eq!(models[0]["source"], "test");
+    assert!(
+        models[0]["device"].as_str().unwrap().starts_with("cpu"),
+        "{list}"
+    );
+    assert_eq!(models[0]["default"], true);
+    assert_eq!(models[1]["family"], "y");
+    assert_eq!(models[1]["scale"], 4);
+
+    // One request so the request metrics have a sample.
+    let r = http
+        .post(server.url("/enhance"))
+        .multipart(image_form(png(6, 6)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    for name in [
+        "superres_http_requests_total",
+        "superres_queue_depth",
+        "superres_jobs_in_flight",
+        "superres_queue_wait_seconds_bucket",
+        "superres_run_seconds_bucket",
+        "superres_pixels_processed_total",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+    assert!(text.contains("route=\"/enhance\""), "{text}");
+
+    for (path, ct, needle) in [
+        ("/", "text/html", "<"),
+        ("/app.js", "text/javascript", ""),
+        ("/style.css", "text/css", ""),
+    ] {
+        let r = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(ct),
+            "{path}"
+        );
+        assert!(r.text().await.unwrap().contains(needle));
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_models_load_then_reload_makes_it_ready() {
+    let dir = temp_dir("ready");
+    let backend = superres_upscale::device::backend("cpu").unwrap();
+    let server = start(
+        settings(),
+        ModelSetup::Disk {
+            dir: Some(dir.clone()),
+            model: None,
+            backend,
+        },
+        Arc::new(superres_server::Pipeline),
+    )
+    .await;
+    let http = client();
+    assert_eq!(
+        http.get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The folder is empty: loading fails and the service stays unready.
+    let mut code = String::new();
+    for _ in 0..50 {
+        let r = http.get(server.url("/readyz")).send().await.unwrap();
+        code = error_code(r, 503).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(code, "not_ready");
+    let r = http
+        .post(server.url("/enhance"))
+        .multipart(image_form(png(4, 4)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 503).await, "not_ready");
+    let r = http
+        .post(server.url("/v1/models/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 500).await, "reload_failed");
+
+    let Some(fixture) = onnx_fixture() else {
+        eprintln!("SKIP rest: crates/import/tests/fixtures/srvgg_compact_x4.onnx is absent");
+        server.stop().await;
+        return;
+    };
+    std::fs::copy(&fixture, dir.join("compact.onnx")).unwrap();
+    let r = http
+        .post(server.url("/v1/models/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(report["models"][0]["name"], "compact");
+    assert_eq!(
+        http.get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = http
+        .post(server.url("/enhance"))
+        .multipart(image_form(png(6, 5)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(png_size(&r.bytes().await.unwrap()), (24, 20));
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,346 @@
+//! The service under load: a full queue, a model switch and a shutdown while requests run.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use superres_import::Family;
+use superres_server::{ModelSetup, Pipeline, Settings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_concurrent_uploads_get_only_200_or_429_and_the_server_recovers() {
+    let server = start(
+        Settings {
+            queue_size: 2,
+            workers: 1,
+            ..settings()
+        },
+        ModelSetup::Loaded {
+            models: vec![tiny_model("m", 2, Family::Rgb)],
+            default: None,
+        },
+        SlowUpscaler::new(3, Duration::from_millis(15)),
+    )
+    .await;
+    let http = client();
+    let input = png(12, 9);
+    let requests = (0..40).map(|_| {
+        let http = http.clone();
+        let url = server.url("/enhance");
+        let input = input.clone();
+        tokio::spawn(async move { http.post(url).multipart(image_form(input)).send().await })
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    let (mut ok, mut busy) = (0, 0);
+    for r in responses {
+        let r = r.unwrap().expect("every request gets an answer");
+        match r.status().as_u16() {
+            200 => {
+                assert_eq!(r.headers()["content-type"], "image/png");
+                assert_eq!(png_size(&r.bytes().await.unwrap()), (24, 18));
+                ok += 1;
+            }
+            429 => {
+                let retry: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .expect("Retry-After is whole seconds");
+                assert!(retry >= 1);
+                assert_eq!(error_code(r, 429).await, "queue_full");
+                busy += 1;
+            }
+            other => panic!("unexpected status {other}: {:?}", r.text().await),
+        }
+    }
+    assert_eq!(ok + busy, 40);
+    assert!(
+        ok >= 3,
+        "at least the queue's worth was served ({ok} ok, {busy} busy)"
+    );
+    assert!(
+        busy >= 1,
+        "a queue of 2 refuses some of 40 at once ({ok} ok)"
+    );
+
+    let r = http
+        .post(server.url("/enhance"))
+        .multipart(image_form(png(5, 5)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "answers normally afterwards");
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("superres_rejected_total"), "{metrics}");
+    assert_eq!(server.stop().await.abandoned, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_load_completes_every_accepted_job() {
+    let slow = SlowUpscaler::new(3, Duration::from_millis(30));
+    let server = start(
+        Settings {
+            queue_size: 6,
+            workers: 1,
+            ..settings()
+        },
+        ModelSetup::Loaded {
+            models: vec![tiny_model("m", 2, Family::Rgb)],
+            default: None,
+        },
+        slow.clone(),
+    )
+    .await;
+    let http = client();
+    // Three async jobs, then four waiting /enhance requests.
+    for _ in 0..3 {
+        let r = http
+            .post(server.url("/v1/jobs"))
+            .multipart(image_form(png(8, 8)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let http = http.clone();
+            let url = server.url("/enhance");
+            tokio::spawn(
+                async move { http.post(url).multipart(image_form(png(8, 8))).send().await },
+            )
+        })
+        .collect();
+    // Let the uploads arrive, then ask for the shutdown while jobs are queued and running.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let handle = server.handle.clone();
+    let stopping = tokio::spawn(server.stop());
+    let mut ok = 0;
+    for w in waiting {
+        let r = w
+            .await
+            .unwrap()
+            .expect("a waiting /enhance gets its answer during the drain");
+        assert_eq!(
+            r.status(),
+            200,
+            "accepted before the shutdown, so it completes"
+        );
+        assert_eq!(png_size(&r.bytes().await.unwrap()), (16, 16));
+        ok += 1;
+    }
+    let report = stopping.await.unwrap();
+    assert_eq!(ok, 4);
+    assert_eq!(report.abandoned, 0, "{report:?}");
+    assert_eq!(
+        slow.runs.load(std::sync::atomic::Ordering::SeqCst),
+        7,
+        "every accepted job ran"
+    );
+    assert!(report.finished_while_draining >= 1, "{report:?}");
+    drop(handle);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipping_current_and_reloading_under_load_fails_no_request() {
+    let Some(fixture) = onnx_fixture() else {
+        eprintln!("SKIP: crates/import/tests/fixtures/srvgg_compact_x4.onnx is absent");
+        return;
+    };
+    let dir = temp_dir("switch");
+    for version in ["1", "2"] {
+        std::fs::create_dir_all(dir.join("compact").join(version)).unwrap();
+        std::fs::copy(
+            &fixture,
+            dir.join("compact").join(version).join("model.onnx"),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("1", dir.join("compact/current")).unwrap();
+    let backend = superres_upscale::device::backend("cpu").unwrap();
+    let server = start(
+        Settings {
+            queue_size: 64,
+            workers: 2,
+            ..settings()
+        },
+        ModelSetup::Disk {
+            dir: Some(dir.clone()),
+            model: None,
+            backend,
+        },
+        Arc::new(Pipeline),
+    )
+    .await;
+    let http = client();
+    for _ in 0..200 {
+        if http
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let source =
+        |list: serde_json::Value| list["models"][0]["source"].as_str().unwrap().to_string();
+    let before = source(
+        http.get(server.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert!(before.ends_with("compact/1/model.onnx"), "{before}");
+
+    let requests: Vec<_> = (0..16)
+        .map(|i| {
+            let http = http.clone();
+            let url = server.url(if i % 2 == 0 {
+                "/enhance"
+            } else {
+                "/enhance?model=compact"
+            });
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 10)).await;
+                http.post(url)
+                    .multipart(image_form(png(10, 7)))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    // Flip `current` to version 2 and reload, twice, while the requests run.
+    for target in ["2", "1"] {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let tmp = dir.join("compact/current.tmp");
+        std::os::unix::fs::symlink(target, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("compact/current")).unwrap();
+        let r = http
+            .post(server.url("/v1/models/reload"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let report: serde_json::Value = r.json().await.unwrap();
+        assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+        let now = source(
+            http.get(server.url("/v1/models"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap(),
+        );
+        assert!(
+            now.ends_with(&format!("compact/{target}/model.onnx")),
+            "{now}"
+        );
+    }
+    for r in requests {
+        let r = r.await.unwrap().expect("answered");
+        assert_eq!(r.status(), 200, "no request fails because of a reload");
+        assert_eq!(png_size(&r.bytes().await.unwrap()), (40, 28));
+    }
+    assert_eq!(server.stop().await.abandoned, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_expire_after_their_time_to_live() {
+    let server = start_with_models(
+        Settings {
+            result_ttl: Duration::from_millis(200),
+            ..settings()
+        },
+        vec![tiny_model("m", 2, Family::Rgb)],
+    )
+    .await;
+    let http = client();
+    let r = http
+        .post(server.url("/v1/jobs"))
+        .multipart(image_form(png(4, 4)))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut done = false;
+    for _ in 0..100 {
+        let r = http
+            .get(server.url(&format!("/v1/jobs/{id}/result")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(done, "the job finished");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http
+        .get(server.url(&format!("/v1/jobs/{id}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_result_store_evicts_the_oldest_results_beyond_its_budget() {
+    let server = start_with_models(
+        Settings {
+            result_store_bytes: 1,
+            ..settings()
+        },
+        vec![tiny_model("m", 2, Family::Rgb)],
+    )
+    .await;
+    let http = client();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = http
+            .post(server.url("/v1/jobs"))
+            .multipart(image_form(png(4, 4)))
+            .send()
+            .await
+            .unwrap();
+        ids.push(
+            r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A budget of one byte keeps no result once another arrives; the newest may be gone too.
+    let r = http
+        .get(server.url(&format!("/v1/jobs/{}/result", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    server.stop().await;
+}
