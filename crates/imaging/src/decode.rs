@@ -78,8 +78,31 @@ impl Limits {
     }
 }
 
+/// A pixel count in megapixels, or plainly when under a tenth of one.
 fn megapixels(pixels: u64) -> String {
-    format!("{:.1} megapixels", pixels as f64 / 1e6)
+    if pixels >= 100_000 {
+        format!("{:.1} megapixels", pixels as f64 / 1e6)
+    } else {
+        format!("{pixels} pixels")
+    }
+}
+
+/// A byte count in the largest binary unit that keeps it at 1 or more.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "bytes";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    format!("{value:.1} {unit}")
 }
 
 /// An accepted input format, as recognised from the content.
@@ -319,9 +342,9 @@ fn decode_as(bytes: &[u8], format: InputFormat, limits: &Limits) -> Result<Image
     let needed = decoder.total_bytes();
     if needed > limits.max_alloc_bytes {
         return Err(ImageError::too_large(format!(
-            "decoding this {width}x{height} image needs {} MiB, more than the limit of {} MiB",
-            needed.div_ceil(1 << 20),
-            limits.max_alloc_bytes >> 20
+            "decoding this {width}x{height} image needs {}, more than the limit of {}",
+            human_bytes(needed),
+            human_bytes(limits.max_alloc_bytes)
         )));
     }
 
@@ -388,28 +411,87 @@ fn from_dynamic(pixels: DynamicImage) -> Result<Image, ImageError> {
 
 /// A decoder's error in the words of this crate.
 fn from_codec(e: CodecError, format: &str, limits: &Limits) -> ImageError {
+    // The codec's own wording, without the "Format error decoding X:" wrapper.
+    let detail = |e: &dyn std::error::Error| match e.source() {
+        Some(inner) => inner.to_string(),
+        None => e.to_string(),
+    };
     match e {
-        CodecError::Limits(detail) => ImageError::too_large(format!(
-            "decoding this {format} image needs more memory than the limit of {} MiB ({detail})",
-            limits.max_alloc_bytes >> 20
+        CodecError::Limits(d) => ImageError::too_large(format!(
+            "decoding this {format} image needs more memory than the limit of {} ({d})",
+            human_bytes(limits.max_alloc_bytes)
         )),
-        CodecError::Unsupported(detail) => ImageError::unsupported(format!(
-            "this {format} file uses a feature that is not supported: {detail}"
+        CodecError::Unsupported(d) => ImageError::unsupported(format!(
+            "this {format} file uses a feature that is not supported: {d}"
         )),
-        CodecError::IoError(detail) if detail.kind() == std::io::ErrorKind::UnexpectedEof => {
-            ImageError::corrupt(format!("the {format} data is truncated: it ends early"))
+        CodecError::IoError(d) if d.kind() == std::io::ErrorKind::UnexpectedEof => {
+            truncated(format)
         }
-        CodecError::IoError(detail) => {
-            ImageError::corrupt(format!("the {format} data could not be read: {detail}"))
+        CodecError::IoError(d) => {
+            ImageError::corrupt(format!("the {format} data could not be read: {d}"))
         }
-        CodecError::Decoding(detail) => {
-            ImageError::corrupt(format!("the {format} data is damaged: {detail}"))
+        CodecError::Decoding(d) => {
+            let text = detail(&d);
+            let lower = text.to_ascii_lowercase();
+            if [
+                "not enough bytes",
+                "no more bytes",
+                "unexpected eof",
+                "unexpected end",
+            ]
+            .iter()
+            .any(|m| lower.contains(m))
+            {
+                truncated(format)
+            } else {
+                ImageError::corrupt(format!("the {format} data is damaged: {text}"))
+            }
         }
-        CodecError::Parameter(detail) => {
-            ImageError::corrupt(format!("the {format} data is invalid: {detail}"))
+        CodecError::Parameter(d) => {
+            ImageError::corrupt(format!("the {format} data is invalid: {d}"))
         }
-        CodecError::Encoding(detail) => ImageError::internal(format!(
-            "unexpected encoder error while decoding {format}: {detail}"
+        CodecError::Encoding(d) => ImageError::internal(format!(
+            "unexpected encoder error while decoding {format}: {d}"
         )),
+    }
+}
+
+fn truncated(format: &str) -> ImageError {
+    ImageError::corrupt(format!(
+        "the {format} data is truncated: the file ends before the image does"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_written_for_people() {
+        assert_eq!(human_bytes(0), "0 bytes");
+        assert_eq!(human_bytes(1023), "1023 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+        assert_eq!(megapixels(3072), "3072 pixels");
+        assert_eq!(megapixels(120_000_000), "120.0 megapixels");
+    }
+
+    #[test]
+    fn sniffing_recognises_each_accepted_signature() {
+        let cases: [(&[u8], InputFormat); 8] = [
+            (b"\x89PNG\r\n\x1a\n....", InputFormat::Png),
+            (b"\xFF\xD8\xFF\xE0", InputFormat::Jpeg),
+            (b"RIFF\0\0\0\0WEBPVP8L", InputFormat::Webp),
+            (b"GIF89a..", InputFormat::Gif),
+            (b"GIF87a..", InputFormat::Gif),
+            (b"II*\0\x08\0\0\0", InputFormat::Tiff),
+            (b"MM\0*\0\0\0\x08", InputFormat::Tiff),
+            (b"BM\0\0\0\0\0\0\0\0\0\0\0\0", InputFormat::Bmp),
+        ];
+        for (bytes, format) in cases {
+            assert_eq!(sniff_format(bytes).ok(), Some(format), "{format}");
+        }
+        // A RIFF file that is not WebP (a WAV) is not accepted.
+        assert!(sniff_format(b"RIFF\0\0\0\0WAVEfmt ").is_err());
     }
 }

@@ -91,6 +91,7 @@ fn expect_error_with(what: &str, bytes: &[u8], limits: &Limits, kind: ErrorKind)
             image.width, image.height
         ),
         Err(e) => {
+            eprintln!("{what}: {:?}: {e}", e.kind());
             assert_eq!(e.kind(), kind, "{what}: wrong kind, message: {e}");
             assert!(!e.to_string().is_empty(), "{what}: empty message");
             e
@@ -198,6 +199,20 @@ fn bmp_claiming_huge_size_is_too_large() {
     let bmp = bmp_claiming(60_000, 60_000);
     let e = expect_error("60000x60000 BMP", &bmp, ErrorKind::TooLarge);
     assert!(e.to_string().contains("60000x60000"), "message: {e}");
+}
+
+#[test]
+fn jpeg_claiming_huge_size_is_too_large() {
+    // A real JPEG whose frame header (SOF0) is patched to claim 60000x50000.
+    let mut jpeg = encoded(sample_rgb(16, 16), ImageFormat::Jpeg);
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .unwrap_or_else(|| panic!("test setup: no SOF0 marker in the encoder's JPEG"));
+    jpeg[sof + 5..sof + 7].copy_from_slice(&50_000u16.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&60_000u16.to_be_bytes());
+    let e = expect_error("60000x50000 JPEG", &jpeg, ErrorKind::TooLarge);
+    assert!(e.to_string().contains("60000x50000"), "message: {e}");
 }
 
 #[test]
