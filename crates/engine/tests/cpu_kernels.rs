@@ -443,3 +443,71 @@ fn repeated_runs_reuse_the_plan_and_give_identical_results() {
     }
     let _: ValueId = g.outputs[0].1;
 }
+
+/// The exact (f64) convolution, to tell the error of Winograd from that of `f32` summation.
+fn conv_f64(c: &Conv2d, x: &Tensor) -> Vec<f64> {
+    let (h, w, cin) = x.hwc().unwrap();
+    let (oh, ow) = c.output_size(h, w).unwrap();
+    let mut out = vec![0.0f64; oh * ow * c.cout];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            for ky in 0..c.kh {
+                for kx in 0..c.kw {
+                    let iy = (oy + ky) as isize - c.padding.top as isize;
+                    let ix = (ox + kx) as isize - c.padding.left as isize;
+                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                        continue;
+                    }
+                    for ci in 0..cin {
+                        let v = x.data()[(iy as usize * w + ix as usize) * cin + ci] as f64;
+                        for co in 0..c.cout {
+                            out[(oy * ow + ox) * c.cout + co] +=
+                                v * c.weights[((ky * c.kw + kx) * cin + ci) * c.cout + co] as f64;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn winograd_error_is_of_the_order_of_f32_summation_error() {
+    let mut rng = Rng(1234);
+    let c = conv(&mut rng, 3, 3, 256, 256, 1, 1, 1, Epilogue::default());
+    let g = single_conv_graph(c.clone());
+    let x = rng.image(13, 11, 256);
+    let exact = conv_f64(&c, &x);
+    let scale = exact.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = |t: &Tensor| {
+        t.data()
+            .iter()
+            .zip(&exact)
+            .fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()))
+            / scale
+    };
+    let reference = reference::run(&g, &x).unwrap();
+    let direct = backend(Isa::detect(), ConvAlgo::Direct)
+        .prepare(&g)
+        .unwrap()
+        .run(&x)
+        .unwrap();
+    let wino = backend(Isa::detect(), ConvAlgo::Winograd)
+        .prepare(&g)
+        .unwrap()
+        .run(&x)
+        .unwrap();
+    let (e_ref, e_dir, e_win) = (err(&reference[0]), err(&direct[0]), err(&wino[0]));
+    println!(
+        "256->256 3x3, max error / max |output| vs f64: reference {e_ref:.2e}, direct {e_dir:.2e}, winograd F(4,3) {e_win:.2e}"
+    );
+    assert!(
+        e_win < 6e-6,
+        "Winograd error {e_win:e} is larger than expected"
+    );
+    assert!(
+        e_dir < 1e-6,
+        "direct error {e_dir:e} is larger than expected"
+    );
+}
