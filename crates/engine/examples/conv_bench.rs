@@ -123,6 +123,42 @@ fn cpu_time() -> Option<f64> {
 
 /// Best wall time of `runs` runs, and the best CPU time per thread (what an idle machine
 /// would take when the threads are descheduled by other work).
+/// A chain of same-padded convolutions `(k, cin, cout, activation)` ending in a depth-to-space,
+/// shaped like OpenCV's small models (ESPCN, FSRCNN).
+fn chain(
+    rng: &mut Rng,
+    layers: &[(usize, usize, usize, Option<Activation>)],
+    scale: usize,
+) -> Graph {
+    let mut g = Graph::new();
+    let mut x = g.input("x", layers[0].1);
+    for (i, (k, cin, cout, act)) in layers.iter().enumerate() {
+        let fan = (k * k * cin) as f32;
+        let mut c = Conv2d::same(
+            *k,
+            *k,
+            *cin,
+            *cout,
+            rng.vec(k * k * cin * cout, 1.0 / fan.sqrt()),
+            bias(rng, *cout),
+        );
+        c.epilogue.activation = act.clone();
+        x = g.push(&format!("c{i}"), Op::Conv2d(c), vec![x]).unwrap();
+    }
+    let o = g
+        .push(
+            "shuffle",
+            Op::DepthToSpace {
+                block: scale,
+                mode: DepthToSpaceMode::Dcr,
+            },
+            vec![x],
+        )
+        .unwrap();
+    g.output("y", o);
+    g
+}
+
 fn best_of(runs: usize, threads: usize, mut f: impl FnMut()) -> (f64, f64) {
     f();
     let mut best = (f64::INFINITY, f64::INFINITY);
@@ -202,6 +238,55 @@ fn main() {
     }
     if flag("--conv-only") {
         return;
+    }
+
+    let prelu = |c: usize| Some(Activation::PRelu(vec![0.1; c]));
+    let relu = Some(Activation::Relu);
+    let small = [
+        (
+            "ESPCN x3",
+            chain(
+                &mut rng,
+                &[
+                    (5, 1, 64, relu.clone()),
+                    (3, 64, 32, relu.clone()),
+                    (3, 32, 9, None),
+                ],
+                3,
+            ),
+        ),
+        (
+            "FSRCNN x3",
+            chain(
+                &mut rng,
+                &[
+                    (5, 1, 56, prelu(56)),
+                    (1, 56, 12, prelu(12)),
+                    (3, 12, 12, prelu(12)),
+                    (3, 12, 12, prelu(12)),
+                    (3, 12, 12, prelu(12)),
+                    (3, 12, 12, prelu(12)),
+                    (1, 12, 56, prelu(56)),
+                    (1, 56, 9, None),
+                ],
+                3,
+            ),
+        ),
+    ];
+    for (name, g) in &small {
+        let exe = backend.prepare(g).unwrap();
+        let input = Tensor::image(256, 256, 1, rng.vec(256 * 256, 1.0));
+        let (t, c) = best_of(runs * 2, threads, || {
+            exe.run(&input).unwrap();
+        });
+        let flops = 2.0 * g.macs_per_input_pixel() * 65536.0;
+        println!(
+            "{name:<9} 256x256: {:>7.2} ms (wall), {:>7.2} ms (cpu time); {:>6.1} / {:>6.1} GFLOP/s",
+            t * 1e3,
+            c * 1e3,
+            flops / t / 1e9,
+            flops / c / 1e9
+        );
     }
 
     let g = edsr(&mut rng, 32, 256, 3);
