@@ -17,15 +17,17 @@
 //! 2.3e-6 for the direct sum (test `winograd_error_is_of_the_order_of_f32_summation_error`).
 //! The weight transform is computed in `f64` at `prepare`.
 //!
-//! Scheduling, for the working set to stay in the 1 MiB L2 of a core however large the image:
-//! the tiles are cut into blocks of a few micro-kernel heights (12 tiles for 256 channels);
-//! one task transforms the block's input for every channel into a packed panel
-//! (`[ξ][row][ci][mr]`, ≈ 430 KiB for 256 channels), then, for one chunk of 64 output channels
-//! at a time, runs the 36 products into `M` (`[ξ][tile][64]`) and applies the output transform
-//! fused with the epilogue (bias, activation, residual) straight into the NHWC output. The
-//! transformed weights (`[ξ][panel][cin][16]`, 9.4 MB for EDSR's 256→256) stream from L3 once
-//! per block. Blocks run in parallel; when there are too few of them (small images), the
-//! output channels are split between tasks as well.
+//! Scheduling, for the working set to stay in cache however large the image: the tiles are
+//! cut into equal blocks (a multiple of the thread count, each ≤ 3 MiB of transformed input,
+//! about 72 tiles at 256 channels). One task transforms its block's input for every channel
+//! into packed panels (`[ξ][row][ci/16][mr][16]`, written with whole-vector stores), then, per
+//! chunk of up to 256 output channels, runs the 36 products — for each ξ the panel of 12 tiles
+//! (12 KiB) stays in L1 while the ξ slice of the weights (`[panel][cin][16]`, 256 KiB) streams
+//! from L2, so each weight fetched from L3 serves the whole block — and finally applies the
+//! output transform fused with the epilogue (bias, activation, residual), gathering each 4×4
+//! tile in a small buffer so every output pixel (and its skip) is written as one contiguous
+//! run. When there are fewer blocks than threads (small images) the output channels are split
+//! between tasks as well.
 
 #![allow(clippy::needless_range_loop)] // index loops mirror the transform formulas
 
