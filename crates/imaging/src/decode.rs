@@ -318,27 +318,69 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Image, ImageError> {
     decode_as(bytes, format, limits)
 }
 
-fn decode_as(bytes: &[u8], format: InputFormat, limits: &Limits) -> Result<Image, ImageError> {
-    let name = format.name();
+/// The format and size an upload's header declares, checked against `limits`, without
+/// decoding pixels. Works on the first bytes of a PNG (its size is in the first chunk); for
+/// the other formats the whole header must be present.
+pub fn probe(bytes: &[u8], limits: &Limits) -> Result<(InputFormat, u32, u32), ImageError> {
+    let format = sniff_format(bytes)?;
+    let (width, height) = match png_ihdr_size(bytes) {
+        Some(size) if format == InputFormat::Png => size,
+        _ => header_decoder(bytes, format, limits)?.dimensions(),
+    };
+    check_size(format, width, height, limits)?;
+    Ok((format, width, height))
+}
+
+/// Width and height from a PNG's IHDR chunk, which the signature is followed by.
+fn png_ihdr_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = bytes.get(12..24).filter(|h| h.starts_with(b"IHDR"))?;
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Some((be(&ihdr[4..8]), be(&ihdr[8..12])))
+}
+
+/// A decoder that has read the header only. The side and pixel limits are checked by the
+/// caller, from the header, to name the actual size in the error; the decoders only get the
+/// allocation cap.
+fn header_decoder<'a>(
+    bytes: &'a [u8],
+    format: InputFormat,
+    limits: &Limits,
+) -> Result<impl ImageDecoder + 'a, ImageError> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format.codec());
-    // The side and pixel limits are checked below, from the header, to name the actual size in
-    // the error; the decoders only get the allocation cap.
     let mut codec_limits = ::image::Limits::default();
     codec_limits.max_image_width = None;
     codec_limits.max_image_height = None;
     codec_limits.max_alloc = Some(limits.max_alloc_bytes);
     reader.limits(codec_limits);
-    let mut decoder = reader
+    reader
         .into_decoder()
-        .map_err(|e| from_codec(e, name, limits))?;
+        .map_err(|e| from_codec(e, format.name(), limits))
+}
 
-    let (width, height) = decoder.dimensions();
+fn check_size(
+    format: InputFormat,
+    width: u32,
+    height: u32,
+    limits: &Limits,
+) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
         return Err(ImageError::corrupt(format!(
-            "the {name} header gives the image a size of {width}x{height} pixels: it has no pixels"
+            "the {format} header gives the image a size of {width}x{height} pixels: it has no pixels"
         )));
     }
-    limits.check_dimensions(width, height)?;
+    limits.check_dimensions(width, height)
+}
+
+fn decode_as(bytes: &[u8], format: InputFormat, limits: &Limits) -> Result<Image, ImageError> {
+    let name = format.name();
+    // The PNG size is checked before the codec reads further, which it would do for chunks
+    // that come before the pixel data.
+    if let (InputFormat::Png, Some((w, h))) = (format, png_ihdr_size(bytes)) {
+        check_size(format, w, h, limits)?;
+    }
+    let mut decoder = header_decoder(bytes, format, limits)?;
+    let (width, height) = decoder.dimensions();
+    check_size(format, width, height, limits)?;
     let needed = decoder.total_bytes();
     if needed > limits.max_alloc_bytes {
         return Err(ImageError::too_large(format!(

@@ -4,7 +4,7 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat, RgbImage, RgbaImage};
-use superres_imaging::{ErrorKind, ImageError, Limits, decode};
+use superres_imaging::{ErrorKind, ImageError, InputFormat, Limits, decode, probe};
 
 /// CRC-32 (ISO-HDLC), as PNG chunks need.
 fn crc32(data: &[u8]) -> u32 {
@@ -293,4 +293,24 @@ fn every_prefix_and_corruption_of_every_format_fails_cleanly() {
             let _ = decode(&damaged, &Limits::default());
         }
     }
+}
+
+#[test]
+fn probe_reads_the_size_without_decoding() {
+    let png = encoded(sample_rgb(40, 30), ImageFormat::Png);
+    assert_eq!(
+        probe(&png[..33], &Limits::default()).ok(),
+        Some((InputFormat::Png, 40, 30)),
+        "a PNG's size is known from its first 33 bytes"
+    );
+    let jpeg = encoded(sample_rgb(40, 30), ImageFormat::Jpeg);
+    assert_eq!(
+        probe(&jpeg, &Limits::default()).ok(),
+        Some((InputFormat::Jpeg, 40, 30))
+    );
+    let huge = png_claiming(100_000, 100_000);
+    let e = probe(&huge[..24], &Limits::default()).err();
+    assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::TooLarge));
+    let e = probe(b"%PDF-1.4", &Limits::default()).err();
+    assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::Unsupported));
 }
