@@ -1,7 +1,7 @@
 //! The decoded image: samples, channel layout, depth, alpha and colour profile.
 //!
-//! Where it sits in the data path: [`decode`](crate::decode) produces an [`Image`], the
-//! pipeline reads and replaces its planes, [`encode`](crate::encode) writes it out. Alpha is
+//! Where it sits in the data path: [`decode`](crate::decode()) produces an [`Image`], the
+//! pipeline reads and replaces its planes, [`encode`](crate::encode()) writes it out. Alpha is
 //! a separate plane because the networks only see colour: the alpha plane is resampled on
 //! its own ([`resize_plane_bicubic_u8`](crate::resize_plane_bicubic_u8)) and put back.
 

@@ -1,11 +1,11 @@
 //! Pixels in and out of superres.
 //!
-//! Where it sits in the data path: uploaded bytes are [`decode`]d here into an [`Image`]
+//! Where it sits in the data path: uploaded bytes are [`decode()`]d here into an [`Image`]
 //! (format recognised from the content, size checked against [`Limits`] before decoding,
 //! orientation applied, alpha split off, ICC profile kept); the pipeline converts it with the
 //! exact colour arithmetic of [`opencv`], cuts it into overlapping [`tiles`], and upscales
 //! alpha or shrinks oversized inputs with the helpers of [`resample`]; the result is
-//! [`encode`]d back to PNG, JPEG or WebP bytes here. Every failure is an [`ImageError`]
+//! [`encode()`]d back to PNG, JPEG or WebP bytes here. Every failure is an [`ImageError`]
 //! whose [`kind`](ImageError::kind) maps to an HTTP status.
 
 pub mod decode;
