@@ -38,6 +38,7 @@ pub struct AppState {
     pub queue: Arc<JobQueue>,
     pub models: Arc<ModelRegistry>,
     pub metrics: PrometheusHandle,
+    pub http: HttpLimits,
 }
 
 /// Limits the router enforces with layers.
@@ -48,7 +49,8 @@ pub struct HttpLimits {
 }
 
 /// The application: every route, with its layers.
-pub fn router(state: AppState, limits: HttpLimits) -> Router {
+pub fn router(state: AppState) -> Router {
+    let limits = state.http;
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/", get(assets::index))

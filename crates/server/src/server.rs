@@ -208,6 +208,10 @@ impl Server {
             queue,
             models: registry,
             metrics: telemetry::prometheus(),
+            http: HttpLimits {
+                max_body_bytes: settings.max_body_bytes,
+                upload_timeout: settings.upload_timeout,
+            },
         };
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
@@ -245,13 +249,7 @@ impl Server {
             shutdown,
         } = self;
         let queue = Arc::clone(&state.queue);
-        let app = router(
-            state,
-            HttpLimits {
-                max_body_bytes: settings.max_body_bytes,
-                upload_timeout: settings.upload_timeout,
-            },
-        );
+        let app = router(state);
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }

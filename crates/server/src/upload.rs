@@ -20,6 +20,7 @@ use serde::Deserialize;
 use superres_imaging::{InputFormat, Limits, OutputFormat, sniff_format};
 
 use crate::error::ApiError;
+use crate::http::AppState;
 
 /// An uploaded image and what the client asked for.
 #[derive(Debug)]
@@ -38,10 +39,12 @@ struct UploadQuery {
 /// Longest accepted value of a text field (`model`, `format`).
 const MAX_TEXT_FIELD: usize = 256;
 
-impl<S: Send + Sync> FromRequest<S> for Upload {
+impl FromRequest<AppState> for Upload {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.http.max_body_bytes;
+        let field_error = |e: MultipartError| multipart_error(e, limit);
         let Query(query) = Query::<UploadQuery>::try_from_uri(req.uri())
             .map_err(|e| ApiError::bad_field(format!("bad query string: {e}")))?;
         let mut multipart = Multipart::from_request(req, state)
@@ -53,15 +56,15 @@ impl<S: Send + Sync> FromRequest<S> for Upload {
             format: None,
         };
         let mut has_image = false;
-        while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        while let Some(field) = multipart.next_field().await.map_err(field_error)? {
             match field.name() {
                 Some("image") => {
-                    upload.image = field.bytes().await.map_err(multipart_error)?;
+                    upload.image = field.bytes().await.map_err(field_error)?;
                     has_image = true;
                 }
                 Some(name @ ("model" | "format")) => {
                     let name = name.to_string();
-                    let text = field.text().await.map_err(multipart_error)?;
+                    let text = field.text().await.map_err(field_error)?;
                     if text.len() > MAX_TEXT_FIELD {
                         return Err(ApiError::bad_field(format!(
                             "the '{name}' field is longer than {MAX_TEXT_FIELD} bytes"
@@ -106,13 +109,9 @@ fn multipart_rejection(e: MultipartRejection) -> ApiError {
     ))
 }
 
-fn multipart_error(e: MultipartError) -> ApiError {
+fn multipart_error(e: MultipartError, limit_bytes: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "the upload is larger than the server's body limit",
-        );
+        return ApiError::body_too_large(limit_bytes);
     }
     ApiError::bad_field(format!(
         "the multipart body is malformed: {}",

@@ -590,3 +590,61 @@ async fn not_ready_until_models_load_then_reload_makes_it_ready() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enhance_client_that_disconnects_frees_its_worker() {
+    let server = start(
+        settings(),
+        ModelSetup::Loaded {
+            models: vec![tiny_model("m", 2, Family::Rgb)],
+            default: None,
+        },
+        SlowUpscaler::new(100, Duration::from_millis(20)),
+    )
+    .await;
+    // This client gives up after 150 ms of a 2 s run.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(server.url("/enhance"))
+        .multipart(image_form(png(8, 8)))
+        .send()
+        .await;
+    assert!(r.is_err(), "the request timed out on the client side");
+    // The abandoned job stops at its next tile, so the next job starts at once.
+    let http = client();
+    let r = http
+        .post(server.url("/v1/jobs"))
+        .multipart(image_form(png(8, 8)))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut status = serde_json::Value::Null;
+    for _ in 0..50 {
+        let v: serde_json::Value = http
+            .get(server.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status = v["status"].clone();
+        if status == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, "running", "the worker was freed within 500 ms");
+    http.delete(server.url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    server.stop().await;
+}
