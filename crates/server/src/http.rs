@@ -120,6 +120,10 @@ async fn healthz() -> Json<Health> {
 struct Ready {
     status: &'static str,
     models: usize,
+    /// Jobs waiting for a worker.
+    queued: usize,
+    /// Jobs being run.
+    running: usize,
 }
 
 async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
@@ -129,9 +133,12 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
     if !app.models.is_ready() {
         return Err(ApiError::not_ready(app.models.not_ready_reason()));
     }
+    let (queued, running) = app.queue.depth();
     Ok(Json(Ready {
         status: "ready",
         models: app.models.list().len(),
+        queued,
+        running,
     }))
 }
 

@@ -469,7 +469,7 @@ impl JobQueue {
     }
 
     /// Drops finished jobs past their time-to-live, then the oldest results while the total
-    /// exceeds the byte budget.
+    /// exceeds the byte budget (all but the newest).
     fn sweep(&self, inner: &mut Inner, now: Instant) {
         let ttl = self.config.result_ttl;
         let expired: Vec<String> = inner
@@ -481,13 +481,20 @@ impl JobQueue {
         for id in expired {
             self.remove(inner, &id);
         }
+        // The newest result is kept even when it alone exceeds the budget: its client has
+        // not had a chance to fetch it yet.
         while inner.stored_bytes > self.config.result_store_bytes {
-            let oldest = inner
+            let mut stored: Vec<(&String, Option<Instant>)> = inner
                 .jobs
                 .iter()
                 .filter(|(_, j)| j.result_len() > 0)
-                .min_by_key(|(_, j)| j.finished_at)
-                .map(|(id, _)| id.clone());
+                .map(|(id, j)| (id, j.finished_at))
+                .collect();
+            if stored.len() <= 1 {
+                break;
+            }
+            stored.sort_by_key(|(_, t)| *t);
+            let oldest = stored.first().map(|(id, _)| (*id).clone());
             match oldest {
                 Some(id) => {
                     tracing::debug!(job = %id, "result evicted: result store full");

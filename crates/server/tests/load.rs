@@ -21,7 +21,7 @@ async fn forty_concurrent_uploads_get_only_200_or_429_and_the_server_recovers() 
             models: vec![tiny_model("m", 2, Family::Rgb)],
             default: None,
         },
-        SlowUpscaler::new(3, Duration::from_millis(15)),
+        SlowUpscaler::new(3, Duration::from_millis(25)),
     )
     .await;
     let http = client();
@@ -120,8 +120,29 @@ async fn shutdown_during_load_completes_every_accepted_job() {
             )
         })
         .collect();
-    // Let the uploads arrive, then ask for the shutdown while jobs are queued and running.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Once all seven are accepted, ask for the shutdown while jobs are queued and running.
+    let mut accepted = 0;
+    for _ in 0..500 {
+        let ready: serde_json::Value = http
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let waiting = ready["queued"].as_u64().unwrap() + ready["running"].as_u64().unwrap();
+        let started = slow.runs.load(std::sync::atomic::Ordering::SeqCst) as u64;
+        accepted = started + ready["queued"].as_u64().unwrap();
+        if accepted == 7 && waiting >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        accepted, 7,
+        "all uploads arrived while jobs were still waiting"
+    );
     let handle = server.handle.clone();
     let stopping = tokio::spawn(server.stop());
     let mut ok = 0;
@@ -319,6 +340,20 @@ async fn the_result_store_evicts_the_oldest_results_beyond_its_budget() {
     )
     .await;
     let http = client();
+    let finished = |id: String| {
+        let http = http.clone();
+        let url = server.url(&format!("/v1/jobs/{id}/result"));
+        async move {
+            for _ in 0..500 {
+                let r = http.get(&url).send().await.unwrap();
+                if r.status() != 409 {
+                    return r.status().as_u16();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            409
+        }
+    };
     let mut ids = Vec::new();
     for _ in 0..2 {
         let r = http
@@ -327,20 +362,23 @@ async fn the_result_store_evicts_the_oldest_results_beyond_its_budget() {
             .send()
             .await
             .unwrap();
-        ids.push(
-            r.json::<serde_json::Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // A budget of one byte still keeps the newest result.
+        assert_eq!(finished(id.clone()).await, 200);
+        ids.push(id);
     }
-    // A budget of one byte keeps no result once another arrives; the newest may be gone too.
     let r = http
         .get(server.url(&format!("/v1/jobs/{}/result", ids[0])))
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(r, 404).await, "not_found");
+    assert_eq!(
+        error_code(r, 404).await,
+        "not_found",
+        "the older result was evicted"
+    );
     server.stop().await;
 }
