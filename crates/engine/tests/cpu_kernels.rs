@@ -138,14 +138,21 @@ fn direct_and_winograd_convolutions_match_the_reference_on_awkward_shapes() {
         (4, 4, 24, 4),
         (5, 5, 1, 64),
         (3, 3, 32, 27),
+        (3, 3, 32, 9),
+        (3, 3, 64, 4),
+        (4, 4, 64, 4),
+        (3, 3, 5, 3),
+        (5, 5, 3, 7),
+        (1, 1, 56, 9),
     ];
-    let sizes = [(1, 1), (2, 3), (5, 17), (9, 8), (13, 21)];
+    let sizes = [(1, 1), (2, 3), (5, 17), (9, 8), (13, 21), (4, 37), (3, 50)];
     for (i, &(kh, kw, cin, cout)) in kernels.iter().enumerate() {
         let ep = Epilogue {
             bias: Some(rng.vec(cout, 0.5)),
-            activation: match i % 3 {
+            activation: match i % 4 {
                 0 => Some(Activation::Relu),
                 1 => Some(Activation::PRelu(rng.vec(cout, 0.3))),
+                2 => Some(Activation::Tanh),
                 _ => None,
             },
             residual: None,
@@ -510,4 +517,22 @@ fn winograd_error_is_of_the_order_of_f32_summation_error() {
         e_dir < 5e-6,
         "direct error {e_dir:e} is larger than expected"
     );
+}
+
+#[test]
+fn fast_tanh_matches_f64() {
+    let mut worst = 0.0f64;
+    let mut x = -12.0f32;
+    while x <= 12.0 {
+        for v in [x, x * 1e-3, x * 1e-5] {
+            let want = (v as f64).tanh();
+            let got = superres_engine::cpu::conv::tanh(v) as f64;
+            let e = (got - want).abs();
+            // A few ulp, relative: as accurate near 0 as near ±1.
+            assert!(e <= 5e-7 * want.abs(), "tanh({v}) = {got}, want {want}");
+            worst = worst.max(e / want.abs().max(f64::MIN_POSITIVE));
+        }
+        x += 1.0 / 1024.0;
+    }
+    println!("fast tanh: largest relative error {worst:e}");
 }

@@ -437,10 +437,12 @@ impl CpuExecutable {
             let (a, b, c) = plan.shapes[v];
             a * b * c
         };
+        let profile = std::env::var_os("SUPERRES_CPU_PROFILE").is_some();
         for (i, node) in g.nodes.iter().enumerate() {
             let Loc::Slot(slot) = plan.loc[i] else {
                 continue;
             };
+            let t0 = profile.then(std::time::Instant::now);
             let mut buf = std::mem::take(&mut arena[slot]);
             {
                 let arena = &*arena;
@@ -499,6 +501,29 @@ impl CpuExecutable {
                 }
             }
             arena[slot] = buf;
+            if let Some(t0) = t0 {
+                let (oh, ow, oc) = plan.shapes[i];
+                let what = match &self.steps[i] {
+                    Step::Conv(k) => format!(
+                        "conv {}x{} {}->{} {}",
+                        k.shape.kh,
+                        k.shape.kw,
+                        k.shape.cin,
+                        k.shape.cout,
+                        if k.is_winograd() {
+                            "winograd"
+                        } else {
+                            "direct"
+                        }
+                    ),
+                    _ => "op".to_string(),
+                };
+                eprintln!(
+                    "profile {:>4} {:>9.3} ms  {oh}x{ow}x{oc}  {what}",
+                    i,
+                    t0.elapsed().as_secs_f64() * 1e3
+                );
+            }
         }
         g.outputs
             .iter()
