@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use superres_imaging::decode::{Limits, decode};
-use superres_imaging::encode::{EncodeOptions, OutputFormat, encode};
+use superres_imaging::encode::{EncodeOptions, OutputFormat, encode_to};
 use superres_import::{Family, Overrides};
 use superres_upscale::{Model, Options, device, registry, upscale};
 
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     tile: Option<usize>,
     /// Memory for one tile's activations, in MiB, when --tile is not given.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 256)]
     memory_budget: usize,
     /// Output format: png, jpeg or webp. Default: from -o's extension, else png.
     #[arg(long)]
@@ -239,7 +239,11 @@ fn process(
         bar.set_position(p.tiles_done as u64);
         true
     })?;
-    let encoded = encode(&result, format, encode_options)?;
-    std::fs::write(out, encoded).with_context(|| format!("cannot write {}", out.display()))?;
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    encode_to(&result, format, encode_options, &mut writer)?;
+    std::io::Write::flush(&mut writer)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok((result.width, result.height))
 }

@@ -12,6 +12,8 @@
 //! | JPEG | 8 bit (16-bit rounded to nearest) | dropped: JPEG has none, the colour under transparent pixels shows | [`EncodeOptions::jpeg_quality`] |
 //! | WebP | 8 bit (16-bit rounded to nearest) | kept | always **lossless**: the encoder has no lossy mode, so `jpeg_quality` does not apply |
 
+use std::borrow::Cow;
+use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -21,7 +23,7 @@ use ::image::codecs::webp::WebPEncoder;
 use ::image::{ExtendedColorType, ImageEncoder};
 
 use crate::error::ImageError;
-use crate::image::{ColorKind, Image};
+use crate::image::{ColorKind, Image, Samples};
 
 /// A format [`encode`] writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -148,6 +150,19 @@ pub fn encode(
     format: OutputFormat,
     opts: &EncodeOptions,
 ) -> Result<Vec<u8>, ImageError> {
+    let mut out = Vec::new();
+    encode_to(image, format, opts, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode`] into any writer, e.g. a buffered file, so a large result is never held twice
+/// in memory as pixels and as encoded bytes.
+pub fn encode_to(
+    image: &Image,
+    format: OutputFormat,
+    opts: &EncodeOptions,
+    out: &mut impl Write,
+) -> Result<(), ImageError> {
     image.validate()?;
     if image.width == 0 || image.height == 0 {
         return Err(ImageError::internal(format!(
@@ -169,7 +184,6 @@ pub fn encode(
         )));
     }
     let (w, h) = (image.width as u32, image.height as u32);
-    let mut out = Vec::new();
     let result = match format {
         OutputFormat::Png => {
             let compression = match opts.png_compression {
@@ -177,8 +191,7 @@ pub fn encode(
                 PngCompression::Default => CompressionType::Default,
                 PngCompression::Best => CompressionType::Best,
             };
-            let mut encoder =
-                PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive);
+            let mut encoder = PngEncoder::new_with_quality(out, compression, FilterType::Adaptive);
             set_profile(&mut encoder, image)?;
             if image.is_16bit() {
                 let bytes: Vec<u8> = image
@@ -188,27 +201,37 @@ pub fn encode(
                     .collect();
                 encoder.write_image(&bytes, w, h, color_type(image, true))
             } else {
-                encoder.write_image(&image.interleaved_u8(), w, h, color_type(image, false))
+                encoder.write_image(&pixels_u8(image, true), w, h, color_type(image, false))
             }
         }
         OutputFormat::Jpeg => {
             let quality = opts.jpeg_quality.clamp(1, 100);
-            let mut encoder = JpegEncoder::new_with_quality(&mut out, quality);
+            let mut encoder = JpegEncoder::new_with_quality(out, quality);
             set_profile(&mut encoder, image)?;
-            let opaque = Image {
-                alpha: None,
-                ..image.clone()
+            let kind = match image.color_kind {
+                ColorKind::Gray => ExtendedColorType::L8,
+                ColorKind::Rgb => ExtendedColorType::Rgb8,
             };
-            encoder.write_image(&opaque.interleaved_u8(), w, h, color_type(&opaque, false))
+            encoder.write_image(&pixels_u8(image, false), w, h, kind)
         }
         OutputFormat::Webp => {
-            let mut encoder = WebPEncoder::new_lossless(&mut out);
+            let mut encoder = WebPEncoder::new_lossless(out);
             set_profile(&mut encoder, image)?;
-            encoder.write_image(&image.interleaved_u8(), w, h, color_type(image, false))
+            encoder.write_image(&pixels_u8(image, true), w, h, color_type(image, false))
         }
     };
-    result.map_err(|e| ImageError::internal(format!("{format} encoding failed: {e}")))?;
-    Ok(out)
+    result.map_err(|e| ImageError::internal(format!("{format} encoding failed: {e}")))
+}
+
+/// 8-bit samples ready for an encoder: the colour buffer itself when nothing needs
+/// interleaving or narrowing (the common case, which then costs no copy of a possibly
+/// very large result), else colour and (if `with_alpha`) alpha interleaved.
+fn pixels_u8(image: &Image, with_alpha: bool) -> Cow<'_, [u8]> {
+    match (&image.color, with_alpha && image.alpha.is_some()) {
+        (Samples::U8(v), false) => Cow::Borrowed(v),
+        (_, false) => Cow::Owned(image.color.to_u8()),
+        (_, true) => Cow::Owned(image.interleaved_u8()),
+    }
 }
 
 fn set_profile(encoder: &mut impl ImageEncoder, image: &Image) -> Result<(), ImageError> {

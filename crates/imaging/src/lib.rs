@@ -17,7 +17,7 @@ pub mod resample;
 pub mod tiles;
 
 pub use self::decode::{ACCEPTED_FORMATS, InputFormat, Limits, decode, probe, sniff_format};
-pub use self::encode::{EncodeOptions, OutputFormat, PngCompression, encode};
+pub use self::encode::{EncodeOptions, OutputFormat, PngCompression, encode, encode_to};
 pub use self::error::{ErrorKind, ImageError};
 pub use self::image::{ColorKind, Image, Samples};
 pub use self::resample::{

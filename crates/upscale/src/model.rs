@@ -118,8 +118,10 @@ impl Model {
     }
 }
 
-/// A conservative estimate of the live activation set per input pixel: the largest value,
-/// its input and one skip tensor alive at once (three of the largest).
+/// A conservative estimate of the memory a tile needs per input pixel, in `f32` values: the
+/// largest activation times eight, which covers the live set (a value, its input, a skip
+/// tensor), the Winograd transform buffers and the copy of the output handed back. Checked
+/// against peak RSS on 4000×3000 photos (see BENCHMARKS.md).
 fn peak_values_per_pixel(graph: &Graph) -> usize {
     let largest = graph
         .nodes
@@ -131,5 +133,5 @@ fn peak_values_per_pixel(graph: &Graph) -> usize {
         })
         .max()
         .unwrap_or(1);
-    3 * largest
+    8 * largest
 }

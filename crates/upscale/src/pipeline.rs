@@ -22,7 +22,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             tile: None,
-            memory_budget: 512 << 20,
+            memory_budget: 256 << 20,
         }
     }
 }
@@ -83,7 +83,11 @@ pub fn upscale(
         Some(t) => t,
         None => {
             let budget_values = options.memory_budget / std::mem::size_of::<f32>();
-            let side = tiles::side_for_budget(budget_values, model.values_per_pixel(), margin);
+            // A core narrower than twice the margin would spend most of the time on overlap;
+            // deep networks (large margins) may then exceed the budget by a bounded amount.
+            let side = tiles::side_for_budget(budget_values, model.values_per_pixel(), margin)
+                .max(2 * margin)
+                .max(16);
             if side >= w.max(h) { 0 } else { side }
         }
     };
