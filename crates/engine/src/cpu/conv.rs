@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use superres_graph::{Activation, Conv2d, Padding};
 
 use super::gemm::{self, ALayout, Block, Isa};
+use super::pixconv::PixelConv;
 use super::winograd::Winograd;
 
 /// The epilogue of a convolution in the form the kernels apply it: per-channel vectors,
@@ -172,6 +173,7 @@ pub struct ConvKernel {
 
 pub enum Algo {
     Direct(Direct),
+    Pixel(PixelConv),
     Winograd(Winograd),
 }
 
@@ -209,6 +211,8 @@ impl ConvKernel {
         };
         let algo = if use_winograd {
             Algo::Winograd(Winograd::new(c, isa))
+        } else if PixelConv::applies(c, isa) {
+            Algo::Pixel(PixelConv::new(c))
         } else {
             Algo::Direct(Direct::new(c))
         };
@@ -240,6 +244,7 @@ impl ConvKernel {
     ) {
         match &self.algo {
             Algo::Direct(d) => d.run(self, x, h, w, out, oh, ow, skip),
+            Algo::Pixel(d) => d.run(self, x, h, w, out, oh, ow, skip),
             Algo::Winograd(wg) => wg.run(self, x, h, w, out, oh, ow, skip),
         }
     }

@@ -37,6 +37,7 @@
 pub mod conv;
 pub mod gemm;
 pub mod ops;
+pub mod pixconv;
 pub mod reference;
 pub mod winograd;
 
