@@ -1,16 +1,19 @@
 // The page served by the real `superres serve` binary, with a real model: upload, result,
-// download, an unsupported file, and a full queue. Writes the README's screenshots to
-// docs/screenshots/.
+// download, an unsupported file, and a full queue. Takes the README's screenshots: into
+// docs/screenshots/ when E2E_SCREENSHOTS=docs (to refresh them), else into a temporary folder.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const { launch, decodedSize } = require('./lib/browser');
 const { startServer, missing, modelPath, SHARED, ROOT } = require('./lib/server');
 const { encodePng } = require('./lib/png');
 
-const SHOTS = path.join(ROOT, 'docs', 'screenshots');
+const SHOTS = process.env.E2E_SCREENSHOTS === 'docs'
+  ? path.join(ROOT, 'docs', 'screenshots')
+  : fs.mkdtempSync(path.join(os.tmpdir(), 'superres-shots-'));
 const why = missing();
 if (why) {
   console.log(`\n*** SKIPPED: the real-server page tests cannot run: ${why} ***\n`);

@@ -164,7 +164,7 @@ impl Default for Settings {
             result_store_bytes: 512 << 20,
             drain_timeout: Duration::from_secs(30),
             tile: None,
-            memory_budget_bytes: 512 << 20,
+            memory_budget_bytes: superres_upscale::Options::default().memory_budget,
             log_format: LogFormat::Text,
         }
     }
