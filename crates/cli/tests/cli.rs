@@ -164,3 +164,27 @@ fn bench_json_has_the_documented_fields() {
     assert_eq!(v["size"], "16x12");
     assert_eq!(v["runs"], 2);
 }
+
+#[test]
+fn max_input_side_downscales_before_upscaling() {
+    let dir = temp_dir("cap");
+    let input = dir.join("wide.png");
+    write_png(&input, 12, 6);
+    let target = dir.join("out.png");
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&input)
+        .arg("-o")
+        .arg(&target)
+        .arg("--max-input-side")
+        .arg("6")
+        .arg("--model")
+        .arg(fixture_model()));
+    assert!(out.status.success());
+    let img = image::open(&target).unwrap();
+    assert_eq!(
+        (img.width(), img.height()),
+        (24, 12),
+        "12×6 capped to 6×3, then ×4"
+    );
+}

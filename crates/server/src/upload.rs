@@ -5,19 +5,17 @@
 //! wins), within the body-size limit of the `DefaultBodyLimit` layer. The uploaded file name
 //! is never used for anything, so a hostile one (`../../etc/passwd`) is harmless.
 //!
-//! [`check_header`] then looks at the first bytes only: the format must be one we decode
-//! (415 otherwise) and the size the header claims must be within the pixel limit (413), so
-//! those uploads are refused before they take a place in the queue. Full decoding happens on
-//! a worker.
-
-use std::io::Cursor;
+//! [`check_header`] then reads the header only: the format must be one we decode (415
+//! otherwise), the header must be readable (422) and the size it claims within the pixel
+//! limit (413), so those uploads are refused before they take a place in the queue. Full
+//! decoding happens on a worker.
 
 use axum::body::Bytes;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{FromRequest, Multipart, Query, Request};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use superres_imaging::{InputFormat, Limits, OutputFormat, sniff_format};
+use superres_imaging::{Limits, OutputFormat};
 
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -119,39 +117,12 @@ fn multipart_error(e: MultipartError, limit_bytes: usize) -> ApiError {
     ))
 }
 
-/// Refuses, from the first bytes alone, uploads that are not an accepted image format or
-/// whose header claims more pixels than `limits` allow.
+/// Refuses, from the header alone, uploads that are not an accepted image format, whose
+/// header cannot be read (422), or whose header claims more pixels than `limits` allow (413),
+/// before they take a place in the queue.
 pub fn check_header(bytes: &[u8], limits: &Limits) -> Result<(), ApiError> {
-    let format = sniff_format(bytes)?;
-    // PNG's size sits at a fixed place in the first chunk (IHDR), readable even when nothing
-    // follows it, which the codec would refuse as truncated.
-    if format == InputFormat::Png
-        && let Some(ihdr) = bytes.get(12..24).filter(|h| h.starts_with(b"IHDR"))
-    {
-        let width = u32::from_be_bytes([ihdr[4], ihdr[5], ihdr[6], ihdr[7]]);
-        let height = u32::from_be_bytes([ihdr[8], ihdr[9], ihdr[10], ihdr[11]]);
-        return limits
-            .check_dimensions(width, height)
-            .map_err(ApiError::from);
-    }
-    let reader = image::ImageReader::with_format(Cursor::new(bytes), codec(format));
-    // A header that cannot be read is left to the decoder, whose message says what is wrong.
-    if let Ok((width, height)) = reader.into_dimensions() {
-        limits.check_dimensions(width, height)?;
-    }
+    superres_imaging::probe(bytes, limits)?;
     Ok(())
-}
-
-fn codec(format: InputFormat) -> image::ImageFormat {
-    use InputFormat as F;
-    match format {
-        F::Png => image::ImageFormat::Png,
-        F::Jpeg => image::ImageFormat::Jpeg,
-        F::Webp => image::ImageFormat::WebP,
-        F::Bmp => image::ImageFormat::Bmp,
-        F::Tiff => image::ImageFormat::Tiff,
-        F::Gif => image::ImageFormat::Gif,
-    }
 }
 
 #[cfg(test)]

@@ -518,9 +518,11 @@ async fn not_ready_until_models_load_then_reload_makes_it_ready() {
     let backend = superres_upscale::device::backend("cpu").unwrap();
     let server = start(
         settings(),
+        // The default model is named but not in the folder yet (the built-in models are
+        // there, so an unnamed default would load at once).
         ModelSetup::Disk {
             dir: Some(dir.clone()),
-            model: None,
+            model: Some("compact".into()),
             backend,
         },
         Arc::new(superres_server::Pipeline),
@@ -535,7 +537,7 @@ async fn not_ready_until_models_load_then_reload_makes_it_ready() {
             .status(),
         200
     );
-    // The folder is empty: loading fails and the service stays unready.
+    // The named model is missing: loading fails and the service stays unready.
     let mut code = String::new();
     for _ in 0..50 {
         let r = http.get(server.url("/readyz")).send().await.unwrap();

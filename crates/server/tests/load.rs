@@ -197,7 +197,7 @@ async fn flipping_current_and_reloading_under_load_fails_no_request() {
         },
         ModelSetup::Disk {
             dir: Some(dir.clone()),
-            model: None,
+            model: Some("compact".into()),
             backend,
         },
         Arc::new(Pipeline),
@@ -217,8 +217,17 @@ async fn flipping_current_and_reloading_under_load_fails_no_request() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let source =
-        |list: serde_json::Value| list["models"][0]["source"].as_str().unwrap().to_string();
+    // The folder's model, next to the built-in ones.
+    let source = |list: serde_json::Value| {
+        list["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "compact")
+            .and_then(|m| m["source"].as_str())
+            .unwrap()
+            .to_string()
+    };
     let before = source(
         http.get(server.url("/v1/models"))
             .send()
