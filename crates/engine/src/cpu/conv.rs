@@ -131,6 +131,40 @@ impl Epilogue {
         }
     }
 
+    /// [`Epilogue::store`] compiled for `isa`, for callers outside the kernels' own
+    /// `target_feature` functions (an activation such as `tanh` then runs 16 lanes wide).
+    #[inline]
+    pub fn store_isa(
+        &self,
+        isa: Isa,
+        acc: &[f32],
+        c0: usize,
+        out: &mut [f32],
+        skip: Option<&[f32]>,
+    ) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the backend only selects AVX-512 when the processor has it.
+            Isa::Avx512 => unsafe { self.store_avx512(acc, c0, out, skip) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the backend only selects AVX2 when the processor has AVX2 and FMA.
+            Isa::Avx2 => unsafe { self.store_avx2(acc, c0, out, skip) },
+            _ => self.store(acc, c0, out, skip),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_avx512(&self, acc: &[f32], c0: usize, out: &mut [f32], skip: Option<&[f32]>) {
+        self.store(acc, c0, out, skip)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store_avx2(&self, acc: &[f32], c0: usize, out: &mut [f32], skip: Option<&[f32]>) {
+        self.store(acc, c0, out, skip)
+    }
+
     #[inline(always)]
     fn apply(&self, y: &mut [f32], c0: usize, skip: Option<&[f32]>) {
         let n = y.len();
@@ -420,10 +454,10 @@ impl Direct {
                                 if in_place {
                                     let mut sk = [0.0f32; 32];
                                     sk[..o.len()].copy_from_slice(o);
-                                    ck.epilogue.store(acc, c0, o, Some(&sk[..]));
+                                    ck.epilogue.store_isa(isa, acc, c0, o, Some(&sk[..]));
                                 } else {
                                     let sk = skip_row.map(|r| &r[base + c_lo..base + c_hi]);
-                                    ck.epilogue.store(acc, c0, o, sk);
+                                    ck.epilogue.store_isa(isa, acc, c0, o, sk);
                                 }
                             }
                             ox += m;

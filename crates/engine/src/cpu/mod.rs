@@ -511,10 +511,10 @@ impl CpuExecutable {
                         k.shape.kw,
                         k.shape.cin,
                         k.shape.cout,
-                        if k.is_winograd() {
-                            "winograd"
-                        } else {
-                            "direct"
+                        match k.algo {
+                            conv::Algo::Winograd(_) => "winograd",
+                            conv::Algo::Pixel(_) => "direct, pixel-vectorised",
+                            conv::Algo::Direct(_) => "direct",
                         }
                     ),
                     _ => "op".to_string(),

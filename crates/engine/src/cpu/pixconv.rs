@@ -148,10 +148,10 @@ impl PixelConv {
                                 if in_place {
                                     let mut sk = [0.0f32; MAX_C];
                                     sk[..cout].copy_from_slice(o);
-                                    ck.epilogue.store(&y, 0, o, Some(&sk[..cout]));
+                                    ck.epilogue.store_isa(isa, &y, 0, o, Some(&sk[..cout]));
                                 } else {
                                     let sk = skip_row.map(|s| &s[(x0 + p) * cout..][..cout]);
-                                    ck.epilogue.store(&y, 0, o, sk);
+                                    ck.epilogue.store_isa(isa, &y, 0, o, sk);
                                 }
                             }
                             x0 += 16 * nv;

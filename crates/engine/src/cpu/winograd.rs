@@ -19,7 +19,8 @@
 //!
 //! Scheduling, for the working set to stay in cache however large the image: the tiles are
 //! cut into equal blocks (a multiple of the thread count, each ≤ 3 MiB of transformed input,
-//! about 72 tiles at 256 channels). One task transforms its block's input for every channel
+//! about 72 tiles at 256 channels; ≤ 256 KiB when the transformed weights fit in 2 MiB, so
+//! that a small layer's block stays in L2). One task transforms its block's input for every channel
 //! into packed panels (`[ξ][row][ci/16][mr][16]`, written with whole-vector stores), then, per
 //! chunk of up to 256 output channels, runs the 36 products — for each ξ the panel of 12 tiles
 //! (12 KiB) stays in L1 while the ξ slice of the weights (`[panel][cin][16]`, 256 KiB) streams
@@ -59,6 +60,12 @@ const G: [[f64; 3]; 6] = [
 const CO_CHUNK: usize = 256;
 /// Target size of a block's transformed input, in bytes.
 const V_BUDGET: usize = 3 << 20;
+/// The same when the transformed weights are small (at most [`SMALL_U`] bytes, e.g. LapSRN's
+/// and ESPCN's 64-channel layers): the weights stay in cache whatever the block, so the block
+/// is sized for its transformed input and products to stay in L2 instead (about 30% faster
+/// on 64→64 and 64→32 than the 3 MiB blocks).
+const V_BUDGET_SMALL_U: usize = 256 << 10;
+const SMALL_U: usize = 2 << 20;
 
 impl Winograd {
     pub fn new(c: &Conv2d, _isa: Isa) -> Self {
@@ -105,7 +112,12 @@ impl Winograd {
         let isa = ck.isa;
         let np_max = isa.max_np();
         let mr = isa.mr(np_max);
-        let max_rows = (V_BUDGET / (36 * mr * self.cinp * 4)).clamp(1, 32);
+        let budget = if self.u.len() * 4 <= SMALL_U {
+            V_BUDGET_SMALL_U
+        } else {
+            V_BUDGET
+        };
+        let max_rows = (budget / (36 * mr * self.cinp * 4)).clamp(1, 32);
         let tiles_w = ow.div_ceil(4);
         let ntiles = oh.div_ceil(4) * tiles_w;
         let threads = rayon::current_num_threads();
