@@ -536,3 +536,32 @@ fn fast_tanh_matches_f64() {
     }
     println!("fast tanh: largest relative error {worst:e}");
 }
+
+#[test]
+fn few_output_channel_convolutions_with_a_residual_match_the_reference() {
+    // The pixel-vectorised kernel (≥ 16 inputs, ≤ 12 outputs) with a separate skip tensor.
+    let mut rng = Rng(0x9e11);
+    for &(cin, cout) in &[(32, 9), (17, 4), (16, 12)] {
+        let mut g = Graph::new();
+        let x = g.input("x", cin);
+        let side = conv(&mut rng, 1, 1, cin, cout, 1, 1, 1, Epilogue::default());
+        let s = g
+            .push("side", Op::Conv2d(side), vec![x])
+            .expect("valid conv");
+        let ep = Epilogue {
+            bias: Some(rng.vec(cout, 0.5)),
+            activation: Some(Activation::Tanh),
+            residual: Some(0.5),
+        };
+        let main = conv(&mut rng, 3, 3, cin, cout, 1, 1, 1, ep);
+        let y = g
+            .push("main", Op::Conv2d(main), vec![x, s])
+            .expect("valid conv");
+        g.output("y", y);
+        for &(h, w) in &[(3, 5), (7, 37), (2, 16)] {
+            let input = rng.image(h, w, cin);
+            let what = format!("3x3 {cin}->{cout} + residual on {h}x{w}");
+            check(&g, &input, &[ConvAlgo::Direct, ConvAlgo::Auto], 1e-5, &what);
+        }
+    }
+}

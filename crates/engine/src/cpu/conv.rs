@@ -165,6 +165,47 @@ impl Epilogue {
         self.store(acc, c0, out, skip)
     }
 
+    /// Bias and activation of channel `c` applied to `y`, values of that one channel (the
+    /// pixel-vectorised kernel's layout); no residual. Compiled for `isa`.
+    #[inline]
+    pub fn apply_channel_isa(&self, isa: Isa, y: &mut [f32], c: usize) {
+        debug_assert!(self.residual.is_none());
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the backend only selects AVX-512 when the processor has it.
+            Isa::Avx512 => unsafe { self.apply_channel_avx512(y, c) },
+            _ => self.apply_channel(y, c),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn apply_channel_avx512(&self, y: &mut [f32], c: usize) {
+        self.apply_channel(y, c)
+    }
+
+    #[inline(always)]
+    fn apply_channel(&self, y: &mut [f32], c: usize) {
+        if let Some(b) = &self.bias {
+            let b = b[c];
+            y.iter_mut().for_each(|v| *v += b);
+        }
+        match &self.activation {
+            None => {}
+            Some(Act::Relu) => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Some(Act::Leaky(a)) => y
+                .iter_mut()
+                .for_each(|v| *v = if *v > 0.0 { *v } else { a * *v }),
+            Some(Act::PRelu(a)) => {
+                let a = a[c];
+                y.iter_mut()
+                    .for_each(|v| *v = if *v > 0.0 { *v } else { a * *v })
+            }
+            Some(Act::Tanh) => y.iter_mut().for_each(|v| *v = tanh(*v)),
+            Some(Act::Other(a)) => y.iter_mut().for_each(|v| *v = a.apply(*v, c)),
+        }
+    }
+
     #[inline(always)]
     fn apply(&self, y: &mut [f32], c0: usize, skip: Option<&[f32]>) {
         let n = y.len();

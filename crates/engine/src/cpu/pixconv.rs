@@ -141,6 +141,19 @@ impl PixelConv {
                             // `kh·kw·cin·cout` floats; `acc` holds `cout·nv·16` floats.
                             unsafe { block(isa, cout, nv, &args) };
                             let np = (16 * nv).min(ow - x0);
+                            if ck.epilogue.residual.is_none() {
+                                // Bias and activation per channel on whole vectors, then a
+                                // strided store of each channel into the NHWC row.
+                                for co in 0..cout {
+                                    let yc = &mut acc[co * nv * 16..][..np];
+                                    ck.epilogue.apply_channel_isa(isa, yc, co);
+                                    for (p, &v) in yc.iter().enumerate() {
+                                        orow[(x0 + p) * cout + co] = v;
+                                    }
+                                }
+                                x0 += 16 * nv;
+                                continue;
+                            }
                             for p in 0..np {
                                 let mut y = [0.0f32; MAX_C];
                                 for co in 0..cout {
