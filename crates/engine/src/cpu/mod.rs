@@ -17,6 +17,9 @@
 //!   kernel row is one contiguous reduction run), for 1×1, 4×4, 5×5, strided, dilated,
 //!   grouped and small-channel convolutions, with the epilogue applied as each register block
 //!   is stored.
+//! - [`pixconv`]: the direct convolution vectorised over 16 output pixels instead of 16
+//!   output channels, for at most 12 output channels (ESPCN's 32→9, LapSRN's 64→4), where
+//!   the channel-vectorised kernel would leave most lanes idle.
 //! - [`winograd`]: F(4×4, 3×3) for 3×3 stride-1 convolutions of at least 16 channels: input
 //!   transform into packed panels, 36 transform-domain products with the same micro-kernels,
 //!   output transform fused with the epilogue, in tile blocks sized so the working set stays
