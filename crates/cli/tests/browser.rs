@@ -26,5 +26,8 @@ fn web_page_works_end_to_end_in_chromium() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}\n{stderr}");
     assert!(out.status.success(), "browser tests failed (output above)");
-    assert!(stdout.contains("# fail 0"), "the browser test runner reported failures");
+    assert!(
+        stdout.contains("# fail 0"),
+        "the browser test runner reported failures"
+    );
 }
