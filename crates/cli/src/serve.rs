@@ -69,7 +69,7 @@ pub struct Args {
     /// Tile side in input pixels (0: whole image) [default: from --memory-budget-mb].
     #[arg(long, env = "SUPERRES_TILE")]
     tile: Option<usize>,
-    /// Memory for one tile's activations, in MiB, when --tile is not given [default: 512].
+    /// Memory for one tile's activations, in MiB, when --tile is not given [default: 256].
     #[arg(long, env = "SUPERRES_MEMORY_BUDGET_MB")]
     memory_budget_mb: Option<usize>,
     /// Log lines as text or json [default: text]. The level comes from SUPERRES_LOG

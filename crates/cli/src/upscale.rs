@@ -32,12 +32,12 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", env = "SUPERRES_DEVICE")]
     device: String,
-    /// Tile side in input pixels (0: whole image). Default: from --memory-budget.
+    /// Tile side in input pixels (0: whole image). Default: from --memory-budget-mb.
     #[arg(long)]
     tile: Option<usize>,
     /// Memory for one tile's activations, in MiB, when --tile is not given.
     #[arg(long, default_value_t = 256)]
-    memory_budget: usize,
+    memory_budget_mb: usize,
     /// Output format: png, jpeg or webp. Default: from -o's extension, else png.
     #[arg(long)]
     format: Option<String>,
@@ -152,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let outputs = output_paths(&args, &files, model.scale(), format)?;
     let options = Options {
         tile: args.tile,
-        memory_budget: args.memory_budget << 20,
+        memory_budget: args.memory_budget_mb << 20,
     };
     let encode_options = EncodeOptions {
         jpeg_quality: args.quality,
