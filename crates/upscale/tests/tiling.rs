@@ -5,7 +5,7 @@
 //! The networks are built here with random weights, so these tests need no external file.
 
 use superres_engine::cpu::CpuBackend;
-use superres_graph::{Activation, Conv2d, DepthToSpaceMode, Graph, Op, Padding};
+use superres_graph::{Activation, Conv2d, DepthToSpaceMode, Graph, Op, Padding, ValueId};
 use superres_import::{Family, Format, ImportedModel};
 use superres_upscale::{ColorKind, Image, Model, Options, Samples, upscale};
 
@@ -55,25 +55,7 @@ fn edsr_like(scale: usize) -> Model {
     let b = g.push("b", Op::Conv2d(b), vec![a, head]).unwrap();
     let up = conv(&mut rng, 3, 8, 3 * scale * scale, None);
     let up = g.push("up", Op::Conv2d(up), vec![b]).unwrap();
-    let y = g
-        .push(
-            "shuffle",
-            Op::DepthToSpace {
-                block: scale,
-                mode: DepthToSpaceMode::Dcr,
-            },
-            vec![up],
-        )
-        .unwrap();
-    g.output("out", y);
-    // Weights scaled so outputs span the 8-bit range around the mean.
-    let imported = ImportedModel {
-        graph: g,
-        family: Family::Edsr,
-        scale,
-        format: Format::TensorFlow,
-    };
-    Model::prepare("edsr-like", "test", imported, &CpuBackend::new()).unwrap()
+    shuffle_and_prepare(g, up, scale, Family::Edsr, "edsr-like")
 }
 
 /// An FSRCNN-shaped Y-channel network with a 5×5 head, PReLU and a 4×4 (asymmetric) conv.
@@ -95,24 +77,30 @@ fn y_like(scale: usize) -> Model {
     let mut up = conv(&mut rng, 3, 6, scale * scale, None);
     up.epilogue.bias = Some(vec![0.5; scale * scale]);
     let up = g.push("up", Op::Conv2d(up), vec![e]).unwrap();
+    shuffle_and_prepare(g, up, scale, Family::YChannel, "y-like")
+}
+
+/// Ends a test network with a pixel shuffle and prepares it on the CPU.
+fn shuffle_and_prepare(
+    mut g: Graph,
+    up: ValueId,
+    scale: usize,
+    family: Family,
+    name: &str,
+) -> Model {
+    let mode = DepthToSpaceMode::Dcr;
     let y = g
-        .push(
-            "shuffle",
-            Op::DepthToSpace {
-                block: scale,
-                mode: DepthToSpaceMode::Dcr,
-            },
-            vec![up],
-        )
+        .push("shuffle", Op::DepthToSpace { block: scale, mode }, vec![up])
         .unwrap();
     g.output("out", y);
+    let format = Format::TensorFlow;
     let imported = ImportedModel {
         graph: g,
-        family: Family::YChannel,
+        family,
         scale,
-        format: Format::TensorFlow,
+        format,
     };
-    Model::prepare("y-like", "test", imported, &CpuBackend::new()).unwrap()
+    Model::prepare(name, "test", imported, &CpuBackend::new()).unwrap()
 }
 
 fn photo(w: usize, h: usize, kind: ColorKind) -> Image {

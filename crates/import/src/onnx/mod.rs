@@ -529,11 +529,13 @@ impl<'f> Importer<'f> {
         }
     }
 
-    fn conv(&mut self, n: &NodeProto, name: &str) -> R<()> {
+    /// The image input, its channels, and the 4-D weights of a `Conv` / `ConvTranspose`
+    /// (their shape as stored, and their values as `f32`).
+    fn conv_operands(&mut self, n: &NodeProto) -> R<(ValueId, usize, [usize; 4], Vec<f32>)> {
         let x = self.image(n, 0)?;
         let cin = self.g.channels(x);
         let w = self.konst(n, 1)?;
-        let [cout, cig, kh, kw] = w.shape[..] else {
+        let [a, b, kh, kw] = w.shape[..] else {
             return Err(self.unsupported(
                 n,
                 format!(
@@ -545,6 +547,11 @@ impl<'f> Importer<'f> {
         let wv = w
             .to_f32()
             .ok_or_else(|| self.invalid(n, "weights are not numbers"))?;
+        Ok((x, cin, [a, b, kh, kw], wv))
+    }
+
+    fn conv(&mut self, n: &NodeProto, name: &str) -> R<()> {
+        let (x, cin, [cout, cig, kh, kw], wv) = self.conv_operands(n)?;
         let group = self.attr_i(n, "group")?.unwrap_or(1);
         let groups = to_usize(group)
             .filter(|&g| g > 0)
@@ -554,7 +561,7 @@ impl<'f> Importer<'f> {
                 n,
                 format!(
                     "weights {:?} with {groups} group(s) do not fit an input of {cin} channels",
-                    w.shape
+                    [cout, cig, kh, kw]
                 ),
             ));
         }
@@ -563,7 +570,10 @@ impl<'f> Importer<'f> {
         {
             return Err(self.invalid(
                 n,
-                format!("kernel_shape {ks:?} disagrees with weights {:?}", w.shape),
+                format!(
+                    "kernel_shape {ks:?} disagrees with weights {:?}",
+                    [cout, cig, kh, kw]
+                ),
             ));
         }
         let bias = self.bias(n, 2, cout)?;
@@ -678,21 +688,7 @@ impl<'f> Importer<'f> {
     }
 
     fn conv_transpose(&mut self, n: &NodeProto, name: &str) -> R<()> {
-        let x = self.image(n, 0)?;
-        let cin = self.g.channels(x);
-        let w = self.konst(n, 1)?;
-        let [wcin, cout, kh, kw] = w.shape[..] else {
-            return Err(self.unsupported(
-                n,
-                format!(
-                    "weights of shape {:?}: only 2-D convolutions are supported",
-                    w.shape
-                ),
-            ));
-        };
-        let wv = w
-            .to_f32()
-            .ok_or_else(|| self.invalid(n, "weights are not numbers"))?;
+        let (x, cin, [wcin, cout, kh, kw], wv) = self.conv_operands(n)?;
         if self.attr_i(n, "group")?.unwrap_or(1) != 1 {
             return Err(self.unsupported(n, "grouped ConvTranspose".to_string()));
         }
@@ -701,7 +697,7 @@ impl<'f> Importer<'f> {
                 n,
                 format!(
                     "weights {:?} do not fit an input of {cin} channels",
-                    w.shape
+                    [wcin, cout, kh, kw]
                 ),
             ));
         }
