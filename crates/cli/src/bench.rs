@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let model = entry
         .source
         .load(&entry.name, backend.as_ref(), Overrides::default())?;
-    let c = model.graph().input_channels().unwrap_or(1);
+    let c = model.input_channels();
     // A deterministic pseudo-random input in the range the family feeds the network.
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let data: Vec<f32> = (0..w * h * c)
@@ -66,19 +66,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let input = Tensor::image(h, w, c, data);
-    let exe = backend.prepare(model.graph())?;
-    exe.run(&input)?;
+    model.forward(&input)?;
     let mut times = Vec::with_capacity(args.runs);
     for _ in 0..args.runs {
         let t = Instant::now();
-        exe.run(&input)?;
+        model.forward(&input)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let min = times[0];
     let mp_per_s = (w * h) as f64 / 1e6 / (median / 1e3);
-    let gflops = 2.0 * model.graph().macs_per_input_pixel() * (w * h) as f64 / 1e9 / (median / 1e3);
+    let gflops = 2.0 * model.macs_per_input_pixel() * (w * h) as f64 / 1e9 / (median / 1e3);
     if args.json {
         let v = serde_json::json!({
             "model": model.name(),

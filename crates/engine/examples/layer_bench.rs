@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p superres-engine --example layer_bench -- [--threads N] [--runs N]
-//!     [--size WxH] [--isa avx512|avx2|scalar] [--direct] [K:CIN:COUT[:tanh|relu] ...]
+//!     [--size WxH] [--isa avx512|avx2|scalar] [--direct|--f4|--f6] [K:CIN:COUT[:tanh|relu] ...]
 //! ```
 //! Prints, per layer, the best wall time of N runs, its effective GFLOP/s (direct FLOPs) and
 //! the rate per thread of CPU time actually received (what an unloaded machine would reach).
@@ -48,8 +48,12 @@ fn main() {
                     _ => Isa::Scalar,
                 })
             }
-            "--direct" => {
-                conv = ConvAlgo::Direct;
+            "--direct" | "--f4" | "--f6" => {
+                conv = match a {
+                    "--direct" => ConvAlgo::Direct,
+                    "--f4" => ConvAlgo::WinogradF4,
+                    _ => ConvAlgo::WinogradF6,
+                };
                 i += 1;
                 continue;
             }

@@ -396,6 +396,34 @@ impl Graph {
         (s.den == 1).then_some(s.num)
     }
 
+    /// A copy with every convolution's weights left out (empty): the topology, shapes and
+    /// epilogues, for executors that keep their own packed copy of the weights and need the
+    /// graph only to plan and walk it. Never holds two copies of the weights at once.
+    pub fn without_weights(&self) -> Graph {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| Node {
+                name: n.name.clone(),
+                op: match &n.op {
+                    Op::Conv2d(c) => Op::Conv2d(Conv2d {
+                        weights: Vec::new(),
+                        epilogue: c.epilogue.clone(),
+                        ..*c
+                    }),
+                    op => op.clone(),
+                },
+                inputs: n.inputs.clone(),
+                channels: n.channels,
+                scale: n.scale,
+            })
+            .collect();
+        Graph {
+            nodes,
+            outputs: self.outputs.clone(),
+        }
+    }
+
     /// Number of weights and biases.
     pub fn parameter_count(&self) -> usize {
         self.nodes

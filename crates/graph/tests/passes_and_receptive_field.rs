@@ -269,3 +269,36 @@ fn explicit_padding_survives_optimisation() {
     let x = Tensor::image(3, 3, 1, values(9, 8, -1.0, 1.0));
     assert_same_bits(&outputs(&g, &x), &outputs(&opt, &x));
 }
+
+#[test]
+fn without_weights_keeps_the_topology_and_drops_only_convolution_weights() {
+    let g = espcn_like(-1.0);
+    let t = g.without_weights();
+    assert_eq!(t.nodes.len(), g.nodes.len());
+    assert_eq!(t.outputs, g.outputs);
+    assert_eq!(t.receptive_field(), g.receptive_field());
+    assert_eq!(t.macs_per_input_pixel(), g.macs_per_input_pixel());
+    let mut convs = 0;
+    for (a, b) in g.nodes.iter().zip(&t.nodes) {
+        assert_eq!((&a.name, &a.inputs, a.channels), (&b.name, &b.inputs, b.channels));
+        match (&a.op, &b.op) {
+            (Op::Conv2d(a), Op::Conv2d(b)) => {
+                convs += 1;
+                assert!(!a.weights.is_empty() && b.weights.is_empty());
+                assert_eq!((a.kh, a.kw, a.cin, a.cout), (b.kh, b.kw, b.cin, b.cout));
+                assert_eq!(a.epilogue, b.epilogue);
+            }
+            (a, b) => assert_eq!(a, b),
+        }
+    }
+    assert!(convs > 0, "the graph has convolutions");
+    let weights: usize = g
+        .nodes
+        .iter()
+        .map(|n| match &n.op {
+            Op::Conv2d(c) => c.weights.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(g.parameter_count() - t.parameter_count(), weights);
+}

@@ -4,19 +4,22 @@ use std::path::Path;
 use std::sync::Arc;
 
 use superres_engine::{Backend, Executable};
-use superres_graph::{Graph, ReceptiveField};
+use superres_graph::{Graph, ReceptiveField, Tensor};
 use superres_import::{Format, ImportedModel, Overrides};
 
 use crate::{Family, UpscaleError};
 
 /// A network ready to upscale: its graph prepared on a backend, with the family and scale
 /// that decide the arithmetic around it. Cheap to share (`Arc` inside); `upscale` may run
-/// on it from several threads at once.
+/// on it from several threads at once. The imported graph itself is not kept: the prepared
+/// executable holds the weights in the form its kernels read, and a second copy (150 MB for
+/// full EDSR) would only cost memory.
 #[derive(Clone)]
 pub struct Model {
     info: ModelInfo,
-    graph: Arc<Graph>,
     executable: Arc<dyn Executable>,
+    input_channels: usize,
+    macs_per_input_pixel: f64,
     receptive_field: ReceptiveField,
     /// Estimated peak `f32` activation values per input pixel of a tile.
     values_per_pixel: usize,
@@ -77,7 +80,8 @@ impl Model {
                 source: source.to_string(),
                 device: backend.name(),
             },
-            graph: Arc::new(imported.graph),
+            input_channels: imported.graph.input_channels().unwrap_or(1),
+            macs_per_input_pixel: imported.graph.macs_per_input_pixel(),
             executable,
             receptive_field,
             values_per_pixel,
@@ -100,8 +104,21 @@ impl Model {
         self.info.family
     }
 
-    pub fn graph(&self) -> &Graph {
-        &self.graph
+    /// Channels of the network's input (1 for Y-channel models, 3 for RGB ones).
+    pub fn input_channels(&self) -> usize {
+        self.input_channels
+    }
+
+    /// Multiply-accumulates per input pixel of one forward pass.
+    pub fn macs_per_input_pixel(&self) -> f64 {
+        self.macs_per_input_pixel
+    }
+
+    /// Runs the network alone on a prepared input (`h × w × input_channels`, the values the
+    /// family's preprocessing would produce): no colour conversion, tiling or rounding. For
+    /// benchmarks and tests of the engine.
+    pub fn forward(&self, input: &Tensor) -> Result<Vec<Tensor>, UpscaleError> {
+        Ok(self.executable.run(input)?)
     }
 
     pub fn receptive_field(&self) -> ReceptiveField {

@@ -37,9 +37,10 @@ fn default_model_matches_onnx_runtime() {
         .unwrap();
     let (h, w, c, input) = superres_testdata::nchw_to_hwc(&fixture("default_x3_in.npy"));
     let (oh, ow, oc, want) = superres_testdata::nchw_to_hwc(&fixture("default_x3_out.npy"));
-    let exe = CpuBackend::new();
-    let exe = superres_engine::Backend::prepare(&exe, model.graph()).unwrap();
-    let got = exe.run(&Tensor::image(h, w, c, input)).unwrap().remove(0);
+    let got = model
+        .forward(&Tensor::image(h, w, c, input))
+        .unwrap()
+        .remove(0);
     assert_eq!(got.shape(), &[oh, ow, oc]);
     let worst = got
         .data()

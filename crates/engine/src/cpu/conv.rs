@@ -16,7 +16,7 @@ use superres_graph::{Activation, Conv2d, Padding};
 
 use super::gemm::{self, ALayout, Block, Isa};
 use super::pixconv::PixelConv;
-use super::winograd::Winograd;
+use super::winograd::{Tile, Winograd};
 
 /// The epilogue of a convolution in the form the kernels apply it: per-channel vectors,
 /// PReLU slopes broadcast, in the order of [`superres_graph::Epilogue::apply`].
@@ -128,6 +128,47 @@ impl Epilogue {
                 out[off..off + m].copy_from_slice(&y[..m]);
             }
             off += m;
+        }
+    }
+
+    /// [`Epilogue::store`] through raw pointers, for kernels whose output is also their
+    /// residual input: `out[..acc.len()] = epilogue(acc)`, reading `skip[..acc.len()]` 16
+    /// channels at a time just before the same 16 are written (so `skip` may equal `out`).
+    ///
+    /// # Safety
+    /// `out` must be valid for writes and `skip` (if any) for reads of `acc.len()` floats, and
+    /// nothing else may access them meanwhile.
+    #[inline(always)]
+    pub unsafe fn store_raw(
+        &self,
+        acc: &[f32],
+        c0: usize,
+        out: *mut f32,
+        skip: Option<*const f32>,
+    ) {
+        let n = acc.len();
+        let mut off = 0;
+        // SAFETY (whole loop): `off + m ≤ n`, in bounds by the caller's contract; the skip is
+        // read before `out` is written.
+        unsafe {
+            while off + 16 <= n {
+                // Whole vectors, read and written at full width (no store-forwarding stalls).
+                let mut y: [f32; 16] = acc[off..off + 16].try_into().expect("16 lanes");
+                let k = skip.map(|s| std::ptr::read_unaligned(s.add(off) as *const [f32; 16]));
+                self.apply(&mut y, c0 + off, k.as_ref().map(|k| &k[..]));
+                std::ptr::write_unaligned(out.add(off) as *mut [f32; 16], y);
+                off += 16;
+            }
+            if off < n {
+                let m = n - off;
+                let (mut y, mut k) = ([0.0f32; 16], [0.0f32; 16]);
+                y[..m].copy_from_slice(&acc[off..]);
+                if let Some(s) = skip {
+                    std::ptr::copy_nonoverlapping(s.add(off), k.as_mut_ptr(), m);
+                }
+                self.apply(&mut y[..m], c0 + off, skip.map(|_| &k[..m]));
+                std::ptr::copy_nonoverlapping(y.as_ptr(), out.add(off), m);
+            }
         }
     }
 
@@ -255,14 +296,20 @@ pub enum Algo {
 /// How the caller wants convolutions computed (tests force each path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConvAlgo {
-    /// Winograd F(4,3) for 3×3 stride-1 convolutions with at least 16 input and output
-    /// channels, the direct kernel otherwise.
+    /// Winograd for 3×3 stride-1 convolutions with at least 16 input and output channels
+    /// (F(6,3) from [`F6_MIN_CHANNELS`](super::winograd::F6_MIN_CHANNELS) channels up,
+    /// F(4,3) below), the direct or pixel-vectorised kernel otherwise.
     #[default]
     Auto,
     /// The direct kernel for everything.
     Direct,
-    /// Winograd wherever the shape allows it (3×3, stride 1, no dilation, one group).
+    /// Winograd wherever the shape allows it (3×3, stride 1, no dilation, one group), with
+    /// the tile [`Auto`](ConvAlgo::Auto) would pick.
     Winograd,
+    /// Winograd F(4,3) wherever the shape allows it.
+    WinogradF4,
+    /// Winograd F(6,3) wherever the shape allows it.
+    WinogradF6,
 }
 
 impl ConvKernel {
@@ -279,13 +326,17 @@ impl ConvKernel {
         };
         let winograd_shape =
             c.kh == 3 && c.kw == 3 && c.stride == (1, 1) && c.dilation == (1, 1) && c.groups == 1;
-        let use_winograd = match algo {
-            ConvAlgo::Auto => winograd_shape && c.cin >= 16 && c.cout >= 16,
-            ConvAlgo::Direct => false,
-            ConvAlgo::Winograd => winograd_shape,
-        };
-        let algo = if use_winograd {
-            Algo::Winograd(Winograd::new(c, isa))
+        let auto_tile = Tile::for_channels(c.cin, c.cout);
+        let tile = match algo {
+            ConvAlgo::Auto if c.cin >= 16 && c.cout >= 16 => Some(auto_tile),
+            ConvAlgo::Auto | ConvAlgo::Direct => None,
+            ConvAlgo::Winograd => Some(auto_tile),
+            ConvAlgo::WinogradF4 => Some(Tile::F4),
+            ConvAlgo::WinogradF6 => Some(Tile::F6),
+        }
+        .filter(|_| winograd_shape);
+        let algo = if let Some(tile) = tile {
+            Algo::Winograd(Winograd::new(c, tile))
         } else if PixelConv::applies(c, isa) {
             Algo::Pixel(PixelConv::new(c))
         } else {

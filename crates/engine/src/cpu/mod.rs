@@ -6,8 +6,8 @@
 //! memory-bound operators. No crate offers what that needs: a Winograd convolution over NHWC
 //! `f32` images with the bias, activation and residual fused into its output transform. A
 //! general GEMM (the `gemm` crate reaches about 204 GFLOP/s on this machine's two Zen 4
-//! cores, 87% of the 235 GFLOP/s peak) cannot beat OpenCV, whose Winograd 3×3 does 2.25× fewer
-//! multiplications than any direct convolution; and im2col would add 9× the activation
+//! cores, 87% of the 235 GFLOP/s peak) cannot beat OpenCV, whose Winograd F(6,3) does 5×
+//! fewer multiplications than any direct convolution; and im2col would add 9× the activation
 //! traffic. So the kernels are hand-written, in three layers:
 //!
 //! - [`gemm`]: register-blocked micro-kernels, `mr` rows × `np` panels of 16 output channels
@@ -20,10 +20,10 @@
 //! - [`pixconv`]: the direct convolution vectorised over 16 output pixels instead of 16
 //!   output channels, for at most 12 output channels (ESPCN's 32→9, LapSRN's 64→4), where
 //!   the channel-vectorised kernel would leave most lanes idle.
-//! - [`winograd`]: F(4×4, 3×3) for 3×3 stride-1 convolutions of at least 16 channels: input
-//!   transform into packed panels, 36 transform-domain products with the same micro-kernels,
-//!   output transform fused with the epilogue, in tile blocks sized so the working set stays
-//!   in L2 whatever the image size.
+//! - [`winograd`]: F(6×6, 3×3) (from 32 channels) and F(4×4, 3×3) (16 to 31) for 3×3
+//!   stride-1 convolutions: input transform into packed panels, 64 or 36 transform-domain
+//!   products with the same micro-kernels, output transform fused with the epilogue, in tile
+//!   blocks sized so the working set stays in cache whatever the image size.
 //!
 //! # Execution
 //! [`Backend::prepare`] packs every convolution's weights once. The first `run` of an input
@@ -181,7 +181,7 @@ impl Backend for CpuBackend {
             })
             .collect();
         Ok(Arc::new(CpuExecutable {
-            graph: graph.clone(),
+            graph: graph.without_weights(),
             steps,
             pool: self.pool.clone(),
             plans: Mutex::new(Vec::new()),
@@ -228,6 +228,7 @@ struct Plan {
 const PLAN_CACHE: usize = 4;
 
 struct CpuExecutable {
+    /// The topology (weights left out: `steps` holds them, packed).
     graph: Graph,
     steps: Vec<Step>,
     pool: Option<Arc<rayon::ThreadPool>>,
@@ -515,7 +516,10 @@ impl CpuExecutable {
                         k.shape.cin,
                         k.shape.cout,
                         match k.algo {
-                            conv::Algo::Winograd(_) => "winograd",
+                            conv::Algo::Winograd(ref w) => match w.tile() {
+                                winograd::Tile::F4 => "winograd F(4,3)",
+                                winograd::Tile::F6 => "winograd F(6,3)",
+                            },
                             conv::Algo::Pixel(_) => "direct, pixel-vectorised",
                             conv::Algo::Direct(_) => "direct",
                         }

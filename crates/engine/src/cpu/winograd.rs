@@ -1,34 +1,44 @@
-//! Winograd F(4×4, 3×3) for 3×3 stride-1 convolutions.
+//! Winograd F(m×m, 3×3), m = 4 or 6, for 3×3 stride-1 convolutions.
 //!
-//! Each 4×4 block of outputs ("tile") is computed from the 6×6 input patch around it as
-//! `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A`, summed over input channels: 36 multiplications per
-//! tile and channel pair instead of 144 for the direct form. The element-wise products summed
-//! over channels are 36 independent matrix products `M_ξ = V_ξ · U_ξ`
-//! (`tiles × cin` by `cin × cout`), computed with the shared micro-kernels of [`super::gemm`].
+//! Each m×m block of outputs ("tile") is computed from the n×n input patch around it
+//! (n = m + 2) as `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A`, summed over input channels: n²
+//! multiplications per tile and channel pair instead of 9m² for the direct form (36 for 144
+//! with F(4,3), 64 for 324 with F(6,3)). The element-wise products summed over channels are
+//! n² independent matrix products `M_ξ = V_ξ · U_ξ` (`tiles × cin` by `cin × cout`), computed
+//! with the shared micro-kernels of [`super::gemm`].
 //!
-//! Why F(4,3) and not F(6,3), and why these points: the error of a Winograd transform grows
-//! with the magnitude of its coefficients, and the outputs must stay within about 1e-5 of the
-//! direct sum so that the 8-bit images round like OpenCV's. F(6,3) needs coefficients of
-//! 100 and more; F(4,3) with the textbook points 0, ±1, ±2, ∞ has a largest error of
-//! 1.3e-5 of the largest output on random 256-channel layers (five times the error of an `f32`
-//! direct sum); with the points 0, 1, −1, ½, −2, ∞ (Barabasz et al., "Error analysis and
-//! improving the accuracy of Winograd convolution for deep neural networks", 2020) every
-//! transform coefficient is still exact in binary and the error drops to 3.7e-6, against
-//! 2.3e-6 for the direct sum (test `winograd_error_is_of_the_order_of_f32_summation_error`).
-//! The weight transform is computed in `f64` at `prepare`.
+//! Which tile, and which points. The error of a Winograd transform grows with the magnitude
+//! of its coefficients, and the outputs must stay close enough to the direct sum that the
+//! 8-bit images round like OpenCV's. Measured on random 256→256 layers (max error / max
+//! |output| against `f64`; test `winograd_error_is_of_the_order_of_f32_summation_error`):
+//! the `f32` direct sum 2.3e-6; F(4,3) with the points 0, 1, −1, ½, −2, ∞ (Barabasz et al.,
+//! "Error analysis and improving the accuracy of Winograd convolution for deep neural
+//! networks", 2020) 3.7e-6; F(4,3) with the textbook 0, ±1, ±2, ∞ 1.3e-5; F(6,3) with
+//! 0, ±1, ±2, ±½, ∞ (the points OpenCV's own Winograd uses) about 1.5e-5. Every coefficient
+//! of `Bᵀ` and `Aᵀ` for these points is exact in binary; `G` is applied in `f64` at
+//! `prepare`. F(6,3) does 1.27× fewer multiplications per output than F(4,3) and its
+//! transforms cost about the same per output, so it is the default where the products
+//! dominate (at least [`F6_MIN_CHANNELS`] input and output channels: EDSR, LapSRN); F(4,3),
+//! four times more accurate, stays for narrower layers, where the transforms dominate and
+//! F(6,3)'s larger tiles waste more at image edges. Both keep every OpenCV parity case within
+//! one 8-bit level (the parity tests), and either can be forced ([`super::ConvAlgo`]).
 //!
 //! Scheduling, for the working set to stay in cache however large the image: the tiles are
 //! cut into equal blocks (a multiple of the thread count, each ≤ 3 MiB of transformed input,
-//! about 72 tiles at 256 channels; ≤ 256 KiB when the transformed weights fit in 2 MiB, so
-//! that a small layer's block stays in L2). One task transforms its block's input for every channel
-//! into packed panels (`[ξ][row][ci/16][mr][16]`, written with whole-vector stores), then, per
-//! chunk of up to 256 output channels, runs the 36 products — for each ξ the panel of 12 tiles
-//! (12 KiB) stays in L1 while the ξ slice of the weights (`[panel][cin][16]`, 256 KiB) streams
-//! from L2, so each weight fetched from L3 serves the whole block — and finally applies the
-//! output transform fused with the epilogue (bias, activation, residual), gathering each 4×4
-//! tile in a small buffer so every output pixel (and its skip) is written as one contiguous
-//! run. When there are fewer blocks than threads (small images) the output channels are split
-//! between tasks as well.
+//! 48 tiles at 256 channels; ≤ 256 KiB when the transformed weights fit in 2 MiB, so that a
+//! small layer's block stays in L2). One task transforms its block's input for every channel
+//! into packed panels (`[ξ][row][ci/16][mr][16]`, written with whole-vector stores; the ξ
+//! slices are one cache line longer than a multiple of 4 KiB so that a tile's n² stores do
+//! not all land in one L1 set), then, per chunk of up to 256 output channels, runs the n²
+//! products — for each ξ the panel of 12 tiles (12 KiB) stays in L1 while the ξ slice of
+//! the weights (`[panel][cin][16]`, 256 KiB) streams from L2, so each weight fetched from
+//! memory serves the whole block — and finally applies the output transform fused with the
+//! epilogue (bias, activation, residual), gathering each tile in a small buffer so every
+//! output pixel (and its skip) is written as one contiguous run. When there are fewer blocks
+//! than threads (small images) the output channels are split between tasks as well.
+//!
+//! The cost of F(6,3): its transformed weights are 64/9 of the plain ones (1.07 GB for full
+//! EDSR's 64 wide layers, against 0.6 GB with F(4,3)); the plain weights are not kept.
 
 #![allow(clippy::needless_range_loop)] // index loops mirror the transform formulas
 
@@ -38,16 +48,45 @@ use superres_graph::Conv2d;
 use super::conv::{ConvKernel, SendPtr, Skip, with_scratch};
 use super::gemm::{self, ALayout, Block, Isa};
 
-/// Transformed weights.
-pub struct Winograd {
-    cinp: usize,
-    panels: usize,
-    /// `[36][panel][cinp][16]`, zero beyond `cin` and `cout`.
-    u: Vec<f32>,
+/// The output tile of a Winograd convolution: F(4×4, 3×3) or F(6×6, 3×3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    F4,
+    F6,
 }
 
-/// `G` of F(4,3) with the interpolation points 0, 1, −1, ½, −2 (and ∞), exact in `f64`.
-const G: [[f64; 3]; 6] = [
+/// Layers with at least this many input and output channels use F(6,3) by default.
+pub const F6_MIN_CHANNELS: usize = 32;
+
+impl Tile {
+    /// The default tile for a layer of `cin → cout` channels (see the module docs).
+    pub fn for_channels(cin: usize, cout: usize) -> Tile {
+        if cin >= F6_MIN_CHANNELS && cout >= F6_MIN_CHANNELS {
+            Tile::F6
+        } else {
+            Tile::F4
+        }
+    }
+
+    /// Outputs per tile side.
+    pub fn m(self) -> usize {
+        match self {
+            Tile::F4 => 4,
+            Tile::F6 => 6,
+        }
+    }
+
+    /// `G` (n × 3): F(4,3) with the points 0, 1, −1, ½, −2, ∞; F(6,3) with 0, 1, −1, 2, −2,
+    /// ½, −½, ∞ (row 0 negated, as is row 0 of its `Bᵀ`, so the product is unchanged).
+    fn g(self) -> &'static [[f64; 3]] {
+        match self {
+            Tile::F4 => &G4,
+            Tile::F6 => &G6,
+        }
+    }
+}
+
+const G4: [[f64; 3]; 6] = [
     [1.0, 0.0, 0.0],
     [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0],
     [-1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0],
@@ -55,6 +94,26 @@ const G: [[f64; 3]; 6] = [
     [1.0 / 15.0, -2.0 / 15.0, 4.0 / 15.0],
     [0.0, 0.0, 1.0],
 ];
+
+const G6: [[f64; 3]; 8] = [
+    [1.0, 0.0, 0.0],
+    [-2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0],
+    [-2.0 / 9.0, 2.0 / 9.0, -2.0 / 9.0],
+    [1.0 / 90.0, 1.0 / 45.0, 2.0 / 45.0],
+    [1.0 / 90.0, -1.0 / 45.0, 2.0 / 45.0],
+    [32.0 / 45.0, 16.0 / 45.0, 8.0 / 45.0],
+    [32.0 / 45.0, -16.0 / 45.0, 8.0 / 45.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// Transformed weights.
+pub struct Winograd {
+    tile: Tile,
+    cinp: usize,
+    panels: usize,
+    /// `[n²][panel][cinp][16]`, zero beyond `cin` and `cout`.
+    u: Vec<f32>,
+}
 
 /// Output channels per `M` chunk.
 const CO_CHUNK: usize = 256;
@@ -68,33 +127,44 @@ const V_BUDGET_SMALL_U: usize = 256 << 10;
 const SMALL_U: usize = 2 << 20;
 
 impl Winograd {
-    pub fn new(c: &Conv2d, _isa: Isa) -> Self {
+    pub fn new(c: &Conv2d, tile: Tile) -> Self {
         debug_assert!(c.kh == 3 && c.kw == 3 && c.groups == 1);
+        let g_t = tile.g();
+        let n = g_t.len();
         let cinp = c.cin.div_ceil(16) * 16;
         let panels = c.cout.div_ceil(16);
-        let mut u = vec![0.0f32; 36 * panels * cinp * 16];
+        let mut u = vec![0.0f32; n * n * panels * cinp * 16];
+        let mut t = [[0.0f64; 3]; 8];
         for ci in 0..c.cin {
             for co in 0..c.cout {
                 let g = |ky: usize, kx: usize| {
                     c.weights[((ky * 3 + kx) * c.cin + ci) * c.cout + co] as f64
                 };
-                // t = G g (6×3), then U = t Gᵀ (6×6).
-                let mut t = [[0.0f64; 3]; 6];
-                for (i, ti) in t.iter_mut().enumerate() {
+                // t = G g (n×3), then U = t Gᵀ (n×n).
+                for (i, ti) in t.iter_mut().enumerate().take(n) {
                     for (kx, v) in ti.iter_mut().enumerate() {
-                        *v = (0..3).map(|ky| G[i][ky] * g(ky, kx)).sum();
+                        *v = (0..3).map(|ky| g_t[i][ky] * g(ky, kx)).sum();
                     }
                 }
-                for i in 0..6 {
-                    for j in 0..6 {
-                        let v: f64 = (0..3).map(|kx| t[i][kx] * G[j][kx]).sum();
-                        let xi = i * 6 + j;
+                for i in 0..n {
+                    for j in 0..n {
+                        let v: f64 = (0..3).map(|kx| t[i][kx] * g_t[j][kx]).sum();
+                        let xi = i * n + j;
                         u[((xi * panels + co / 16) * cinp + ci) * 16 + co % 16] = v as f32;
                     }
                 }
             }
         }
-        Winograd { cinp, panels, u }
+        Winograd {
+            tile,
+            cinp,
+            panels,
+            u,
+        }
+    }
+
+    pub fn tile(&self) -> Tile {
+        self.tile
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -109,6 +179,8 @@ impl Winograd {
         ow: usize,
         skip: Skip,
     ) {
+        let m = self.tile.m();
+        let nn = (m + 2) * (m + 2);
         let isa = ck.isa;
         let np_max = isa.max_np();
         let mr = isa.mr(np_max);
@@ -117,9 +189,9 @@ impl Winograd {
         } else {
             V_BUDGET
         };
-        let max_rows = (budget / (36 * mr * self.cinp * 4)).clamp(1, 32);
-        let tiles_w = ow.div_ceil(4);
-        let ntiles = oh.div_ceil(4) * tiles_w;
+        let max_rows = (budget / (nn * mr * self.cinp * 4)).clamp(1, 32);
+        let tiles_w = ow.div_ceil(m);
+        let ntiles = oh.div_ceil(m) * tiles_w;
         let threads = rayon::current_num_threads();
         // Equal blocks, as many as a multiple of the thread count, each within the budget.
         let total_rows = ntiles.div_ceil(mr);
@@ -189,59 +261,71 @@ struct Job<'a> {
 // (see `Job::output_transform`).
 unsafe impl Sync for Job<'_> {}
 
+/// Sixteen channels of one value.
+type V16 = [f32; 16];
+
 impl Job<'_> {
     fn block(&self, b: usize, chunks: std::ops::Range<usize>) {
         let t = self.rows * self.mr;
-        let cinp = self.wg.cinp;
-        let v_len = 36 * t * cinp;
-        let m_len = 36 * t * self.chunk_panels * 16 + 16 * self.chunk_panels * 16;
-        with_scratch(v_len + m_len, |scratch| {
+        let nn = (self.wg.tile.m() + 2).pow(2);
+        let v_len = nn * v_stride(self.rows, self.wg.cinp, self.mr);
+        let m_len = nn * m_stride(t, self.chunk_panels * 16);
+        let y_len = 36 * self.chunk_panels * 16;
+        with_scratch(v_len + m_len + y_len, |scratch| {
             let (v, m) = scratch.split_at_mut(v_len);
             let tiles = b * t..((b + 1) * t).min(self.ntiles);
-            match self.ck.isa {
+            match (self.ck.isa, self.wg.tile) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the backend only selects AVX-512 when the processor has it.
-                Isa::Avx512 => unsafe { self.block_avx512(tiles, chunks, v, m) },
+                (Isa::Avx512, Tile::F4) => unsafe { self.block_avx512::<4>(tiles, chunks, v, m) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                (Isa::Avx512, Tile::F6) => unsafe { self.block_avx512::<6>(tiles, chunks, v, m) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the backend only selects AVX2 when the processor has AVX2 and FMA.
-                Isa::Avx2 => unsafe { self.block_avx2(tiles, chunks, v, m) },
-                _ => self.block_body(tiles, chunks, v, m),
+                (Isa::Avx2, Tile::F4) => unsafe { self.block_avx2::<4>(tiles, chunks, v, m) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                (Isa::Avx2, Tile::F6) => unsafe { self.block_avx2::<6>(tiles, chunks, v, m) },
+                (_, Tile::F4) => self.block_body::<4>(tiles, chunks, v, m),
+                (_, Tile::F6) => self.block_body::<6>(tiles, chunks, v, m),
             }
         });
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn block_avx512(
+    unsafe fn block_avx512<const M: usize>(
         &self,
         tiles: std::ops::Range<usize>,
         chunks: std::ops::Range<usize>,
         v: &mut [f32],
         m: &mut [f32],
     ) {
-        self.block_body(tiles, chunks, v, m)
+        self.block_body::<M>(tiles, chunks, v, m)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_avx2(
+    unsafe fn block_avx2<const M: usize>(
         &self,
         tiles: std::ops::Range<usize>,
         chunks: std::ops::Range<usize>,
         v: &mut [f32],
         m: &mut [f32],
     ) {
-        self.block_body(tiles, chunks, v, m)
+        self.block_body::<M>(tiles, chunks, v, m)
     }
 
     #[inline(always)]
-    fn block_body(
+    fn block_body<const M: usize>(
         &self,
         tiles: std::ops::Range<usize>,
         chunks: std::ops::Range<usize>,
         v: &mut [f32],
         m: &mut [f32],
     ) {
+        let nn = (M + 2) * (M + 2);
         let wg = self.wg;
         let isa = self.ck.isa;
         let cinp = wg.cinp;
@@ -250,16 +334,19 @@ impl Job<'_> {
         let t = rows * mr;
         let nt = tiles.len();
         let used_rows = nt.div_ceil(mr);
+        let mut patch = [[[0.0f32; 16]; 8]; 8];
         for (i, tile) in tiles.clone().enumerate() {
-            self.input_transform(tile, i, v);
+            self.input_transform::<M>(tile, i, v, &mut patch);
         }
         let runs = [0usize];
-        let (m, ybuf) = m.split_at_mut(36 * t * self.chunk_panels * 16);
+        let (m, ybuf) = m.split_at_mut(nn * m_stride(t, self.chunk_panels * 16));
+        let vs = v_stride(rows, cinp, mr);
         for chunk in chunks {
             let p_lo = chunk * self.chunk_panels;
             let p_hi = (p_lo + self.chunk_panels).min(wg.panels);
             let cc = (p_hi - p_lo) * 16;
-            for xi in 0..36 {
+            let ms = m_stride(t, cc);
+            for xi in 0..nn {
                 // A panel of V (`cinp × mr`, ≤ 12 KiB) stays in L1 while the ξ slice of U
                 // (≤ 256 KiB, in L2) streams past it.
                 for r in 0..used_rows {
@@ -269,11 +356,11 @@ impl Job<'_> {
                         let blk = Block {
                             runs: &runs,
                             run_len: cinp,
-                            a: v[((xi * rows + r) * cinp) * mr..].as_ptr(),
+                            a: v[xi * vs + r * cinp * mr..].as_ptr(),
                             a_layout: ALayout::Packed(mr),
                             b: wg.u[((xi * wg.panels + p) * cinp) * 16..].as_ptr(),
                             b_ps: cinp * 16,
-                            c: m[(xi * t + r * mr) * cc + (p - p_lo) * 16..].as_mut_ptr(),
+                            c: m[xi * ms + r * mr * cc + (p - p_lo) * 16..].as_mut_ptr(),
                             c_rs: cc,
                             accumulate: false,
                         };
@@ -286,67 +373,78 @@ impl Job<'_> {
                 }
             }
             for (i, tile) in tiles.clone().enumerate() {
-                self.output_transform(tile, i, m, t, cc, p_lo * 16, ybuf);
+                self.output_transform::<M>(tile, i, m, t, cc, p_lo * 16, ybuf);
             }
         }
     }
 
-    /// Transforms the 6×6 input patch of `tile` for every input channel into row `i` of the
-    /// block's packed panel.
+    /// Transforms the n×n input patch of `tile` for every input channel into row `i` of the
+    /// block's packed panel. `d` is scratch for one patch of 16 channels.
     #[inline(always)]
-    fn input_transform(&self, tile: usize, i: usize, v: &mut [f32]) {
+    fn input_transform<const M: usize>(
+        &self,
+        tile: usize,
+        i: usize,
+        v: &mut [f32],
+        d: &mut [[V16; 8]; 8],
+    ) {
+        let n = M + 2;
         let cin = self.ck.shape.cin;
         let cinp = self.wg.cinp;
         let (mr, rows) = (self.mr, self.rows);
+        let vs = v_stride(rows, cinp, mr);
         let (r, p) = (i / mr, i % mr);
         let pad = self.ck.shape.padding;
         let (ty, tx) = (tile / self.tiles_w, tile % self.tiles_w);
-        let iy0 = (ty * 4) as isize - pad.top as isize;
-        let ix0 = (tx * 4) as isize - pad.left as isize;
+        let iy0 = (ty * M) as isize - pad.top as isize;
+        let ix0 = (tx * M) as isize - pad.left as isize;
         let (h, w) = (self.h as isize, self.w as isize);
-        let inside = iy0 >= 0 && ix0 >= 0 && iy0 + 6 <= h && ix0 + 6 <= w;
+        let inside = iy0 >= 0 && ix0 >= 0 && iy0 + n as isize <= h && ix0 + n as isize <= w;
         let x = self.x;
         let mut c0 = 0;
         while c0 < cinp {
             let nl = 16.min(cin.saturating_sub(c0));
-            let mut d = [[[0.0f32; 16]; 6]; 6];
+            // Bᵀ d B: columns first (read straight from the image when the patch is inside
+            // it), then rows.
+            let mut tcol = [[[0.0f32; 16]; 8]; 8];
             if inside && nl == 16 {
-                for (ky, dr) in d.iter_mut().enumerate() {
-                    for (kx, dv) in dr.iter_mut().enumerate() {
-                        let o = (((iy0 as usize) + ky) * self.w + ix0 as usize + kx) * cin + c0;
-                        dv.copy_from_slice(&x[o..o + 16]);
+                let o0 = ((iy0 as usize) * self.w + ix0 as usize) * cin + c0;
+                let row = self.w * cin;
+                for j in 0..n {
+                    let col = bt::<M>(std::array::from_fn(|k| {
+                        let o = o0 + k.min(n - 1) * row + j * cin;
+                        <&V16>::try_from(&x[o..o + 16]).expect("16 lanes")
+                    }));
+                    for ii in 0..n {
+                        tcol[ii][j] = col[ii];
                     }
                 }
             } else {
-                for (ky, dr) in d.iter_mut().enumerate() {
+                for (ky, dr) in d.iter_mut().enumerate().take(n) {
                     let iy = iy0 + ky as isize;
-                    if iy < 0 || iy >= h {
-                        continue;
-                    }
-                    for (kx, dv) in dr.iter_mut().enumerate() {
+                    for (kx, dv) in dr.iter_mut().enumerate().take(n) {
                         let ix = ix0 + kx as isize;
-                        if ix < 0 || ix >= w {
+                        *dv = [0.0; 16];
+                        if iy < 0 || iy >= h || ix < 0 || ix >= w {
                             continue;
                         }
                         let o = (iy as usize * self.w + ix as usize) * cin + c0;
                         dv[..nl].copy_from_slice(&x[o..o + nl]);
                     }
                 }
-            }
-            // Bᵀ d B: columns first, then rows.
-            let mut tcol = [[[0.0f32; 16]; 6]; 6];
-            for j in 0..6 {
-                let col = bt([&d[0][j], &d[1][j], &d[2][j], &d[3][j], &d[4][j], &d[5][j]]);
-                for (ii, c) in col.into_iter().enumerate() {
-                    tcol[ii][j] = c;
+                for j in 0..n {
+                    let col = bt::<M>(std::array::from_fn(|k| &d[k.min(n - 1)][j]));
+                    for ii in 0..n {
+                        tcol[ii][j] = col[ii];
+                    }
                 }
             }
-            for (ii, trow) in tcol.iter().enumerate() {
-                let vr = bt([&trow[0], &trow[1], &trow[2], &trow[3], &trow[4], &trow[5]]);
-                for (jj, vv) in vr.iter().enumerate() {
-                    let xi = ii * 6 + jj;
-                    let base = (((xi * rows + r) * cinp + c0) * mr) + p * 16;
-                    v[base..base + 16].copy_from_slice(vv);
+            for ii in 0..n {
+                let vr = bt::<M>(std::array::from_fn(|k| &tcol[ii][k.min(n - 1)]));
+                for jj in 0..n {
+                    let xi = ii * n + jj;
+                    let base = xi * vs + (r * cinp + c0) * mr + p * 16;
+                    v[base..base + 16].copy_from_slice(&vr[jj]);
                 }
             }
             c0 += 16;
@@ -355,11 +453,11 @@ impl Job<'_> {
 
     /// Applies `Aᵀ m A` and the epilogue to the channels `co0..co0+cc` of `tile` (row `i` of
     /// the block's `M`) and stores the valid pixels. The transformed tile is gathered in
-    /// `ybuf` (`16 × cc`) first so that each pixel's channels are written (and its skip read)
-    /// as one contiguous run.
+    /// `ybuf` (`m² × cc`) first so that each pixel's channels are written (and its skip read)
+    /// as one contiguous run, which the hardware prefetchers follow.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn output_transform(
+    fn output_transform<const M: usize>(
         &self,
         tile: usize,
         i: usize,
@@ -369,90 +467,130 @@ impl Job<'_> {
         co0: usize,
         ybuf: &mut [f32],
     ) {
+        let n = M + 2;
         let cout = self.ck.shape.cout;
         let (ty, tx) = (tile / self.tiles_w, tile % self.tiles_w);
-        let (oy0, ox0) = (ty * 4, tx * 4);
-        let ny = 4.min(self.oh - oy0);
-        let nx = 4.min(self.ow - ox0);
-        let n = cc.min(cout - co0);
+        let (oy0, ox0) = (ty * M, tx * M);
+        let ny = M.min(self.oh - oy0);
+        let nx = M.min(self.ow - ox0);
+        let nc = cc.min(cout - co0);
+        let ms = m_stride(t, cc);
         let mut lc = 0;
-        while lc < n {
-            let mv = |xi: usize| -> &[f32; 16] {
-                m[(xi * t + i) * cc + lc..][..16]
+        while lc < nc {
+            let mv = |xi: usize| -> &V16 {
+                m[xi * ms + i * cc + lc..][..16]
                     .try_into()
                     .expect("16 lanes")
             };
-            let mut trow = [[[0.0f32; 16]; 6]; 4];
-            for j in 0..6 {
-                let col = at([
-                    mv(j),
-                    mv(6 + j),
-                    mv(12 + j),
-                    mv(18 + j),
-                    mv(24 + j),
-                    mv(30 + j),
-                ]);
-                for (ii, c) in col.into_iter().enumerate() {
-                    trow[ii][j] = c;
+            let mut trow = [[[0.0f32; 16]; 8]; 6];
+            for j in 0..n {
+                let col = at::<M>(std::array::from_fn(|k| mv(k.min(n - 1) * n + j)));
+                for ii in 0..M {
+                    trow[ii][j] = col[ii];
                 }
             }
             for (yy, tr) in trow.iter().enumerate().take(ny) {
-                let y = at([&tr[0], &tr[1], &tr[2], &tr[3], &tr[4], &tr[5]]);
+                let y = at::<M>(std::array::from_fn(|k| &tr[k.min(n - 1)]));
                 for (xx, yv) in y.iter().enumerate().take(nx) {
-                    ybuf[(yy * 4 + xx) * cc + lc..][..16].copy_from_slice(yv);
+                    ybuf[(yy * M + xx) * cc + lc..][..16].copy_from_slice(yv);
                 }
             }
             lc += 16;
         }
-        let mut skip_buf = [0.0f32; CO_CHUNK];
         for yy in 0..ny {
             for xx in 0..nx {
                 let o = ((oy0 + yy) * self.ow + ox0 + xx) * cout + co0;
                 // SAFETY: pixel (oy0+yy, ox0+xx) is inside the output and the channels
-                // `co0..co0+n` belong to this task's chunk, so no other task touches `o..o+n`;
-                // the skip (possibly the output itself) is copied out before the store.
-                let (dst, sk) = unsafe {
-                    let sk = self.skip.map(|s| {
-                        skip_buf[..n].copy_from_slice(std::slice::from_raw_parts(s.add(o), n));
-                        &skip_buf[..n]
-                    });
-                    (std::slice::from_raw_parts_mut(self.out.0.add(o), n), sk)
+                // `co0..co0+nc` belong to this task's chunk, so no other task touches
+                // `o..o+nc`; the skip, if any, has the output's shape.
+                unsafe {
+                    self.ck.epilogue.store_raw(
+                        &ybuf[(yy * M + xx) * cc..][..nc],
+                        co0,
+                        self.out.0.add(o),
+                        self.skip.map(|s| s.add(o)),
+                    )
                 };
-                self.ck
-                    .epilogue
-                    .store(&ybuf[(yy * 4 + xx) * cc..], co0, dst, sk);
             }
         }
     }
 }
 
-/// `Bᵀ x` for one column of six 16-lane vectors (every coefficient is exact in binary).
+/// Floats between the ξ slices of a block's transformed input: one cache line more than the
+/// slice, so that the n² slices a tile's transform writes (and the products read) fall in
+/// different L1 sets instead of all in one (the slices are multiples of 4 KiB).
+fn v_stride(rows: usize, cinp: usize, mr: usize) -> usize {
+    rows * cinp * mr + 16
+}
+
+/// The same for the products `M` (`t` tiles × `cc` channels per ξ).
+fn m_stride(t: usize, cc: usize) -> usize {
+    t * cc + 16
+}
+
+/// `Bᵀ x` for one column of n = M + 2 vectors of 16 lanes (entries beyond n are ignored; every
+/// coefficient is exact in binary).
 #[inline(always)]
-fn bt(d: [&[f32; 16]; 6]) -> [[f32; 16]; 6] {
-    let mut r = [[0.0f32; 16]; 6];
-    for l in 0..16 {
-        let (d0, d1, d2, d3, d4, d5) = (d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]);
-        r[0][l] = (d0 + d4) + 1.5 * (d3 - d1) - 2.0 * d2;
-        r[1][l] = (d4 - d1) + 0.5 * d2 + 2.5 * d3;
-        r[2][l] = (d1 + d4) - 2.5 * d2 + 0.5 * d3;
-        r[3][l] = (d4 - d2) + 2.0 * (d3 - d1);
-        r[4][l] = (d4 - d2) + 0.5 * (d1 - d3);
-        r[5][l] = (d1 + d5) - 1.5 * d2 - 2.0 * d3 + 1.5 * d4;
+fn bt<const M: usize>(d: [&V16; 8]) -> [V16; 8] {
+    let mut r = [[0.0f32; 16]; 8];
+    if M == 4 {
+        for l in 0..16 {
+            let (d0, d1, d2, d3, d4, d5) = (d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]);
+            r[0][l] = (d0 + d4) + 1.5 * (d3 - d1) - 2.0 * d2;
+            r[1][l] = (d4 - d1) + 0.5 * d2 + 2.5 * d3;
+            r[2][l] = (d1 + d4) - 2.5 * d2 + 0.5 * d3;
+            r[3][l] = (d4 - d2) + 2.0 * (d3 - d1);
+            r[4][l] = (d4 - d2) + 0.5 * (d1 - d3);
+            r[5][l] = (d1 + d5) - 1.5 * d2 - 2.0 * d3 + 1.5 * d4;
+        }
+    } else {
+        for l in 0..16 {
+            let [d0, d1, d2, d3, d4, d5, d6, d7] = d.map(|v| v[l]);
+            r[0][l] = (d0 - d6) + 5.25 * (d4 - d2);
+            r[7][l] = (d7 - d1) + 5.25 * (d3 - d5);
+            let (a, b) = ((d2 + d6) - 4.25 * d4, (d1 + d5) - 4.25 * d3);
+            r[1][l] = a + b;
+            r[2][l] = a - b;
+            let (a, b) = (
+                (0.25 * d2 + d6) - 1.25 * d4,
+                (0.5 * d1 + 2.0 * d5) - 2.5 * d3,
+            );
+            r[3][l] = a + b;
+            r[4][l] = a - b;
+            let (a, b) = ((4.0 * d2 + d6) - 5.0 * d4, (2.0 * d1 + 0.5 * d5) - 2.5 * d3);
+            r[5][l] = a + b;
+            r[6][l] = a - b;
+        }
     }
     r
 }
 
-/// `Aᵀ x` for one column of six 16-lane vectors.
+/// `Aᵀ x` for one column of n = M + 2 vectors of 16 lanes (M outputs).
 #[inline(always)]
-fn at(m: [&[f32; 16]; 6]) -> [[f32; 16]; 4] {
-    let mut r = [[0.0f32; 16]; 4];
-    for l in 0..16 {
-        let (m0, m1, m2, m3, m4, m5) = (m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]);
-        let (s12, d12) = (m1 + m2, m1 - m2);
-        r[0][l] = m0 + s12 + (m3 + m4);
-        r[1][l] = d12 + 0.5 * m3 - 2.0 * m4;
-        r[2][l] = s12 + 0.25 * m3 + 4.0 * m4;
-        r[3][l] = d12 + 0.125 * m3 - 8.0 * m4 + m5;
+fn at<const M: usize>(m: [&V16; 8]) -> [V16; 6] {
+    let mut r = [[0.0f32; 16]; 6];
+    if M == 4 {
+        for l in 0..16 {
+            let (m0, m1, m2, m3, m4, m5) = (m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]);
+            let (s12, d12) = (m1 + m2, m1 - m2);
+            r[0][l] = m0 + s12 + (m3 + m4);
+            r[1][l] = d12 + 0.5 * m3 - 2.0 * m4;
+            r[2][l] = s12 + 0.25 * m3 + 4.0 * m4;
+            r[3][l] = d12 + 0.125 * m3 - 8.0 * m4 + m5;
+        }
+    } else {
+        for l in 0..16 {
+            let [m0, m1, m2, m3, m4, m5, m6, m7] = m.map(|v| v[l]);
+            let (s12, d12) = (m1 + m2, m1 - m2);
+            let (s34, d34) = (m3 + m4, m3 - m4);
+            let (s56, d56) = (m5 + m6, m5 - m6);
+            r[0][l] = m0 + s12 + s34 + s56;
+            r[1][l] = d12 + 2.0 * d34 + 0.5 * d56;
+            r[2][l] = s12 + 4.0 * s34 + 0.25 * s56;
+            r[3][l] = d12 + 8.0 * d34 + 0.125 * d56;
+            r[4][l] = s12 + 16.0 * s34 + 0.0625 * s56;
+            r[5][l] = d12 + 32.0 * d34 + 0.03125 * d56 + m7;
+        }
     }
     r
 }
