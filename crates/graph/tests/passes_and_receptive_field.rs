@@ -280,7 +280,10 @@ fn without_weights_keeps_the_topology_and_drops_only_convolution_weights() {
     assert_eq!(t.macs_per_input_pixel(), g.macs_per_input_pixel());
     let mut convs = 0;
     for (a, b) in g.nodes.iter().zip(&t.nodes) {
-        assert_eq!((&a.name, &a.inputs, a.channels), (&b.name, &b.inputs, b.channels));
+        assert_eq!(
+            (&a.name, &a.inputs, a.channels),
+            (&b.name, &b.inputs, b.channels)
+        );
         match (&a.op, &b.op) {
             (Op::Conv2d(a), Op::Conv2d(b)) => {
                 convs += 1;
