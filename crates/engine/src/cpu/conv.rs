@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 use superres_graph::{Activation, Conv2d, Padding};
 
-use super::gemm::{self, ALayout, Block, Isa};
+use super::gemm::{self, ALayout, Block, Isa, VecAct};
 use super::pixconv::PixelConv;
 use super::winograd::{Tile, Winograd};
 
@@ -25,6 +25,10 @@ pub struct Epilogue {
     pub bias: Option<Vec<f32>>,
     pub activation: Option<Act>,
     pub residual: Option<f32>,
+    /// The bias and PReLU slopes again, zero-padded by 32 values, for the micro-kernels
+    /// (which read whole panels of 16 channels).
+    bias_padded: Option<Vec<f32>>,
+    slopes_padded: Option<Vec<f32>>,
 }
 
 /// An activation with its parameters expanded for vector code.
@@ -100,11 +104,53 @@ impl Act {
 
 impl Epilogue {
     pub fn new(e: &superres_graph::Epilogue, channels: usize) -> Self {
+        let activation = e.activation.as_ref().map(|a| Act::new(a, channels));
+        let pad = |v: &[f32]| {
+            let mut p = v.to_vec();
+            p.resize(channels + 32, 0.0);
+            p
+        };
         Epilogue {
+            bias_padded: e.bias.as_deref().map(pad),
+            slopes_padded: match &activation {
+                Some(Act::PRelu(a)) => Some(pad(a)),
+                _ => None,
+            },
             bias: e.bias.clone(),
-            activation: e.activation.as_ref().map(|a| Act::new(a, channels)),
+            activation,
             residual: e.residual,
         }
+    }
+
+    /// This epilogue for a micro-kernel block whose first channel is `c0` and which stores
+    /// `valid` channels per row; `skip` is the block's residual input (row stride `skip_rs`).
+    /// `None` when the activation has no vector form (the caller then stores the raw sums
+    /// and applies [`Epilogue::store`]).
+    pub fn output(
+        &self,
+        c0: usize,
+        valid: usize,
+        skip: Option<(*const f32, usize)>,
+        spill: bool,
+    ) -> Option<gemm::Output> {
+        let act = match &self.activation {
+            None => VecAct::None,
+            Some(Act::Relu) => VecAct::Relu,
+            Some(Act::Leaky(a)) => VecAct::Leaky(*a),
+            Some(Act::PRelu(_)) => VecAct::PRelu(self.slopes_padded.as_ref()?[c0..].as_ptr()),
+            Some(Act::Tanh) => VecAct::Tanh,
+            Some(Act::Other(_)) => return None,
+        };
+        Some(gemm::Output {
+            bias: self.bias_padded.as_ref().map(|b| b[c0..].as_ptr()),
+            act,
+            residual: match (self.residual, skip) {
+                (Some(s), Some((p, rs))) => Some((s, p, rs)),
+                _ => None,
+            },
+            valid,
+            spill: spill && self.residual.is_none(),
+        })
     }
 
     /// `out = epilogue(acc)` for the channels `c0..c0 + out.len()` of one pixel; `skip` holds
@@ -511,8 +557,21 @@ impl Direct {
                         let np = np_max.min(self.panels - p0);
                         let mr = isa.mr(np);
                         let mut ox = 0;
+                        let c_lo = p0 * 16;
+                        let c_hi = ((p0 + np) * 16).min(gout);
+                        let c0 = g * gout + c_lo;
                         while ox < ow {
                             let m = mr.min(ow - ox);
+                            let dst = orow[ox * cout + c0..].as_mut_ptr();
+                            let skip = if in_place {
+                                Some((dst as *const f32, cout))
+                            } else {
+                                skip_row.map(|r| (r[ox * cout + c0..].as_ptr(), cout))
+                            };
+                            // One panel and one group: a pixel's spilled lanes land on the
+                            // next pixel, stored after it (the block's last row is masked).
+                            let spill = self.panels == 1 && s.groups == 1;
+                            let out = ck.epilogue.output(c0, c_hi - c_lo, skip, spill);
                             let blk = Block {
                                 runs,
                                 run_len,
@@ -528,7 +587,6 @@ impl Direct {
                                 b_ps: self.k * 16,
                                 c: tmp.as_mut_ptr(),
                                 c_rs: np * 16,
-                                accumulate: false,
                             };
                             // SAFETY: rows `ox..ox+m` read pixels up to
                             // `(ow-1)*stride + (kw-1)*dw` of a row of `wp` (band) or `w`
@@ -536,20 +594,26 @@ impl Direct {
                             // guarantees; `np` panels of `k` rows exist; `tmp` holds
                             // `m * np * 16` floats.
                             unsafe { gemm::block(isa, m, np, &blk) };
-                            let c_lo = p0 * 16;
-                            let c_hi = ((p0 + np) * 16).min(gout);
-                            for i in 0..m {
-                                let base = (ox + i) * cout + g * gout;
-                                let o = &mut orow[base + c_lo..base + c_hi];
-                                let acc = &tmp[i * np * 16..];
-                                let c0 = g * gout + c_lo;
-                                if in_place {
-                                    let mut sk = [0.0f32; 32];
-                                    sk[..o.len()].copy_from_slice(o);
-                                    ck.epilogue.store_isa(isa, acc, c0, o, Some(&sk[..]));
-                                } else {
-                                    let sk = skip_row.map(|r| &r[base + c_lo..base + c_hi]);
-                                    ck.epilogue.store_isa(isa, acc, c0, o, sk);
+                            if let Some(o) = &out {
+                                // SAFETY: `tmp` holds the block's `m × np × 16` sums; pixels
+                                // `ox..ox+m` of the output row (and of the skip) hold
+                                // channels `c0..c0 + c_hi - c_lo` at a stride of `cout`.
+                                unsafe {
+                                    gemm::epilogue_block(isa, o, tmp.as_ptr(), m, np, dst, cout)
+                                };
+                            } else {
+                                for i in 0..m {
+                                    let base = (ox + i) * cout + g * gout;
+                                    let o = &mut orow[base + c_lo..base + c_hi];
+                                    let acc = &tmp[i * np * 16..];
+                                    if in_place {
+                                        let mut sk = [0.0f32; 32];
+                                        sk[..o.len()].copy_from_slice(o);
+                                        ck.epilogue.store_isa(isa, acc, c0, o, Some(&sk[..]));
+                                    } else {
+                                        let sk = skip_row.map(|r| &r[base + c_lo..base + c_hi]);
+                                        ck.epilogue.store_isa(isa, acc, c0, o, sk);
+                                    }
                                 }
                             }
                             ox += m;

@@ -104,8 +104,77 @@ pub struct Block<'a> {
     /// Row `p` of the block at `c + p * c_rs`, `np * 16` floats wide.
     pub c: *mut f32,
     pub c_rs: usize,
-    /// Add to `C` instead of overwriting it.
-    pub accumulate: bool,
+}
+
+/// A convolution's epilogue as [`epilogue_block`] applies it: `y = act(acc + bias)`, then
+/// `y = skip + scale·y` (`skip + y` when the scale is 1), in that order and without fused
+/// multiply-adds, so that it rounds exactly like [`super::conv::Epilogue::store`].
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    /// The block's biases (`np * 16` readable values, only the first `valid` used).
+    pub bias: Option<*const f32>,
+    pub act: VecAct,
+    /// `(scale, skip, skip_rs)`: row `p`'s residual input at `skip + p * skip_rs`, read
+    /// (only the `valid` channels) before row `p` of `C` is written, so it may be `C` itself.
+    pub residual: Option<(f32, *const f32, usize)>,
+    /// Channels of each row to store (≤ `np * 16`); the lanes beyond are neither read from
+    /// `skip` nor written, except with `spill`.
+    pub valid: usize,
+    /// Rows other than the block's last may be stored as whole vectors, their lanes beyond
+    /// `valid` spilling into the next row, which is written afterwards (a block of one
+    /// narrow panel: full stores are much cheaper than masked ones). Never with a residual.
+    pub spill: bool,
+}
+
+/// The activations the micro-kernels apply in registers.
+#[derive(Clone, Copy, Debug)]
+pub enum VecAct {
+    None,
+    Relu,
+    /// `y > 0 ? y : a·y` with one slope.
+    Leaky(f32),
+    /// The same with a slope per channel (`np * 16` readable values, like the bias).
+    PRelu(*const f32),
+    /// [`super::conv::tanh`], lane by lane.
+    Tanh,
+}
+
+/// The epilogue of one 16-lane vector, on plain arrays: the portable kernel's, and the
+/// reference the vector versions are written after. Lanes from `valid` on are left alone.
+#[inline(always)]
+fn epilogue_lanes(o: &Output, y: &mut [f32; 16], lane0: usize, skip: Option<&[f32; 16]>) {
+    let n = o.valid.saturating_sub(lane0).min(16);
+    for l in 0..n {
+        let mut v = y[l];
+        if let Some(b) = o.bias {
+            // SAFETY: `lane0 + l < valid ≤ np·16`, readable by the contract of `Output`.
+            v += unsafe { *b.add(lane0 + l) };
+        }
+        v = match o.act {
+            VecAct::None => v,
+            VecAct::Relu => v.max(0.0),
+            VecAct::Leaky(a) => {
+                if v > 0.0 {
+                    v
+                } else {
+                    a * v
+                }
+            }
+            // SAFETY: as for the bias.
+            VecAct::PRelu(a) => {
+                if v > 0.0 {
+                    v
+                } else {
+                    unsafe { *a.add(lane0 + l) * v }
+                }
+            }
+            VecAct::Tanh => super::conv::tanh(v),
+        };
+        if let (Some((s, _, _)), Some(k)) = (o.residual, skip) {
+            v = if s == 1.0 { v + k[l] } else { k[l] + s * v };
+        }
+        y[l] = v;
+    }
 }
 
 /// Computes one block of `m ≤ isa.mr(np)` rows and `np ≤ isa.max_np()` panels.
@@ -188,13 +257,67 @@ unsafe fn kernel_scalar<const MR: usize, const NP: usize>(blk: &Block) {
     for (p, accp) in acc.iter().enumerate() {
         for (j, accj) in accp.iter().enumerate() {
             // SAFETY: in bounds by the contract of `block`.
-            let c = unsafe { std::slice::from_raw_parts_mut(blk.c.add(p * blk.c_rs + j * 16), 16) };
-            for l in 0..16 {
-                c[l] = if blk.accumulate {
-                    c[l] + accj[l]
-                } else {
-                    accj[l]
-                };
+            unsafe {
+                std::ptr::copy_nonoverlapping(accj.as_ptr(), blk.c.add(p * blk.c_rs + j * 16), 16)
+            };
+        }
+    }
+}
+
+/// Applies `o` to a block of raw sums and stores it: row `p`, panel `j` of the sums at
+/// `acc + (p·np + j)·16` (the layout [`block`] writes with `c_rs = np·16`), row `p` of the
+/// result at `c + p·c_rs`, `o.valid` channels wide.
+///
+/// # Safety
+/// `acc` must hold `m·np·16` floats; `c` and `o` as [`Block`] and [`Output`] describe them.
+/// The instruction set must be supported.
+pub unsafe fn epilogue_block(
+    isa: Isa,
+    o: &Output,
+    acc: *const f32,
+    m: usize,
+    np: usize,
+    c: *mut f32,
+    c_rs: usize,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: forwarded from the caller.
+        Isa::Avx512 => unsafe { x86::epilogue_block_avx512(o, acc, m, np, c, c_rs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: forwarded from the caller.
+        Isa::Avx2 => unsafe { x86::epilogue_block_avx2(o, acc, m, np, c, c_rs) },
+        // SAFETY: forwarded from the caller.
+        _ => unsafe { epilogue_block_lanes(o, acc, m, np, c, c_rs) },
+    }
+}
+
+/// The portable [`epilogue_block`], 16-lane arrays the compiler may vectorise.
+///
+/// # Safety
+/// See [`epilogue_block`].
+#[inline(always)]
+unsafe fn epilogue_block_lanes(
+    o: &Output,
+    acc: *const f32,
+    m: usize,
+    np: usize,
+    c: *mut f32,
+    c_rs: usize,
+) {
+    // SAFETY (whole body): in bounds by the contract of `epilogue_block` and `Output`.
+    unsafe {
+        for p in 0..m {
+            for j in 0..np {
+                let n = o.valid.saturating_sub(j * 16).min(16);
+                let mut y =
+                    std::ptr::read_unaligned(acc.add((p * np + j) * 16) as *const [f32; 16]);
+                let mut k = [0.0f32; 16];
+                if let Some((_, s, rs)) = o.residual {
+                    std::ptr::copy_nonoverlapping(s.add(p * rs + j * 16), k.as_mut_ptr(), n);
+                }
+                epilogue_lanes(o, &mut y, j * 16, o.residual.map(|_| &k));
+                std::ptr::copy_nonoverlapping(y.as_ptr(), c.add(p * c_rs + j * 16), n);
             }
         }
     }
@@ -202,7 +325,8 @@ unsafe fn kernel_scalar<const MR: usize, const NP: usize>(blk: &Block) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{ALayout, Block};
+    use super::{ALayout, Block, Output, VecAct};
+
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -282,16 +406,112 @@ mod x86 {
             }
             for (p, accp) in acc.iter().enumerate() {
                 for (j, &v) in accp.iter().enumerate() {
-                    let cp = blk.c.add(p * blk.c_rs + j * 16);
-                    let v = if blk.accumulate {
-                        _mm512_add_ps(_mm512_loadu_ps(cp), v)
-                    } else {
-                        v
-                    };
-                    _mm512_storeu_ps(cp, v);
+                    _mm512_storeu_ps(blk.c.add(p * blk.c_rs + j * 16), v);
                 }
             }
         }
+    }
+
+    /// [`super::epilogue_block`] with AVX-512.
+    ///
+    /// # Safety
+    /// See [`super::epilogue_block`]; AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn epilogue_block_avx512(
+        o: &Output,
+        acc: *const f32,
+        m: usize,
+        np: usize,
+        c: *mut f32,
+        c_rs: usize,
+    ) {
+        for p in 0..m {
+            for j in 0..np {
+                // SAFETY: forwarded from the caller.
+                unsafe {
+                    let v = _mm512_loadu_ps(acc.add((p * np + j) * 16));
+                    store_avx512(o, p, p + 1 == m, j, v, c.add(p * c_rs + j * 16));
+                }
+            }
+        }
+    }
+
+    /// The epilogue of vector `j` of row `p`, in a register, and its (masked) store.
+    ///
+    /// # Safety
+    /// See [`super::block`]; AVX-512F must be available. Always inlined into the kernel
+    /// (whose `target_feature` context then covers the intrinsics), so that the accumulators
+    /// stay in registers.
+    #[inline(always)]
+    unsafe fn store_avx512(
+        o: &Output,
+        p: usize,
+        last: bool,
+        j: usize,
+        mut v: __m512,
+        cp: *mut f32,
+    ) {
+        let n = o.valid.saturating_sub(j * 16).min(16);
+        if n == 0 {
+            return;
+        }
+        let mask: __mmask16 = if n == 16 || (o.spill && !last) {
+            0xffff
+        } else {
+            (1u16 << n) - 1
+        };
+        // SAFETY (whole body): in bounds by the contract of `block` and `Output`; masked
+        // lanes are neither read nor written.
+        unsafe {
+            if let Some(b) = o.bias {
+                v = _mm512_add_ps(v, _mm512_loadu_ps(b.add(j * 16)));
+            }
+            let zero = _mm512_setzero_ps();
+            match o.act {
+                VecAct::None => {}
+                VecAct::Relu => v = _mm512_max_ps(v, zero),
+                VecAct::Leaky(a) => {
+                    let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, zero);
+                    v = _mm512_mask_blend_ps(pos, _mm512_mul_ps(_mm512_set1_ps(a), v), v);
+                }
+                VecAct::PRelu(a) => {
+                    let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, zero);
+                    let a = _mm512_loadu_ps(a.add(j * 16));
+                    v = _mm512_mask_blend_ps(pos, _mm512_mul_ps(a, v), v);
+                }
+                VecAct::Tanh => {
+                    let mut y: [f32; 16] = std::mem::transmute(v);
+                    y.iter_mut().for_each(|y| *y = crate::cpu::conv::tanh(*y));
+                    v = std::mem::transmute::<[f32; 16], __m512>(y);
+                }
+            }
+            if let Some((s, skip, rs)) = o.residual {
+                let k = _mm512_maskz_loadu_ps(mask, skip.add(p * rs + j * 16));
+                v = if s == 1.0 {
+                    _mm512_add_ps(v, k)
+                } else {
+                    _mm512_add_ps(k, _mm512_mul_ps(_mm512_set1_ps(s), v))
+                };
+            }
+            _mm512_mask_storeu_ps(cp, mask, v);
+        }
+    }
+
+    /// [`super::epilogue_block`] with AVX2: the portable code compiled for it.
+    ///
+    /// # Safety
+    /// See [`super::epilogue_block`]; AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn epilogue_block_avx2(
+        o: &Output,
+        acc: *const f32,
+        m: usize,
+        np: usize,
+        c: *mut f32,
+        c_rs: usize,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { super::epilogue_block_lanes(o, acc, m, np, c, c_rs) }
     }
 
     /// # Safety
@@ -340,13 +560,7 @@ mod x86 {
             }
             for (p, accp) in acc.iter().enumerate() {
                 for (j, &v) in accp.iter().enumerate() {
-                    let cp = blk.c.add(p * blk.c_rs + j * 8);
-                    let v = if blk.accumulate {
-                        _mm256_add_ps(_mm256_loadu_ps(cp), v)
-                    } else {
-                        v
-                    };
-                    _mm256_storeu_ps(cp, v);
+                    _mm256_storeu_ps(blk.c.add(p * blk.c_rs + j * 8), v);
                 }
             }
         }

@@ -384,7 +384,6 @@ impl Job<'_> {
                             b_ps: nn * cinp * 16,
                             c: m[xi * ms + r * mr * cc + (p - p_lo) * 16..].as_mut_ptr(),
                             c_rs: cc,
-                            accumulate: false,
                         };
                         // SAFETY: the panel of V holds `cinp` steps of `mr` rows; `np` panels
                         // of U hold `cinp` rows each; M has `t ≥ (r+1)·mr` rows of `cc ≥
