@@ -94,15 +94,21 @@ pub fn depth_to_space(
         .enumerate()
         .for_each(|(y, orow)| {
             let (sy, i) = (y / b, y % b);
-            for xx in 0..ow {
-                let (sx, j) = (xx / b, xx % b);
-                let src = &x[(sy * w + sx) * c..][..c];
-                let dst = &mut orow[xx * oc..][..oc];
-                match mode {
-                    DepthToSpaceMode::Dcr => dst.copy_from_slice(&src[(i * b + j) * oc..][..oc]),
-                    DepthToSpaceMode::Crd => {
-                        for (ch, d) in dst.iter_mut().enumerate() {
-                            *d = src[ch * b * b + i * b + j];
+            let srow = &x[sy * w * c..][..w * c];
+            match mode {
+                // Output pixel (y, sx·b + j) is the run of `oc` channels at (i·b + j)·oc of
+                // source pixel sx: one source pixel fills `b` consecutive output pixels.
+                DepthToSpaceMode::Dcr => {
+                    for (dst, src) in orow.chunks_exact_mut(b * oc).zip(srow.chunks_exact(c)) {
+                        dst.copy_from_slice(&src[i * b * oc..][..b * oc]);
+                    }
+                }
+                DepthToSpaceMode::Crd => {
+                    for (dst, src) in orow.chunks_exact_mut(b * oc).zip(srow.chunks_exact(c)) {
+                        for j in 0..b {
+                            for ch in 0..oc {
+                                dst[j * oc + ch] = src[ch * b * b + i * b + j];
+                            }
                         }
                     }
                 }
@@ -129,25 +135,28 @@ pub fn resize(
         let i1 = (i0 + 1).min(n - 1);
         (i0, i1, s - i0 as f32)
     };
+    // The column coordinates are the same for every row: computed once.
+    let cols: Vec<(usize, usize, f32)> = (0..ow).map(|xx| coord(xx, w)).collect();
     out.par_chunks_mut(ow * c)
         .enumerate()
-        .for_each(|(y, orow)| {
-            for xx in 0..ow {
-                let dst = &mut orow[xx * c..][..c];
-                match mode {
-                    ResizeMode::Nearest => {
-                        dst.copy_from_slice(&x[((y / f) * w + xx / f) * c..][..c]);
-                    }
-                    ResizeMode::Bilinear => {
-                        let (y0, y1, fy) = coord(y, h);
-                        let (x0, x1, fx) = coord(xx, w);
-                        let p = |yy: usize, xq: usize| &x[(yy * w + xq) * c..][..c];
-                        let (a, b, cc, d) = (p(y0, x0), p(y0, x1), p(y1, x0), p(y1, x1));
-                        for ch in 0..c {
-                            let top = a[ch] + (b[ch] - a[ch]) * fx;
-                            let bot = cc[ch] + (d[ch] - cc[ch]) * fx;
-                            dst[ch] = top + (bot - top) * fy;
-                        }
+        .for_each(|(y, orow)| match mode {
+            ResizeMode::Nearest => {
+                let srow = &x[(y / f) * w * c..][..w * c];
+                for (xx, dst) in orow.chunks_exact_mut(c).enumerate() {
+                    dst.copy_from_slice(&srow[(xx / f) * c..][..c]);
+                }
+            }
+            ResizeMode::Bilinear => {
+                let (y0, y1, fy) = coord(y, h);
+                let r0 = &x[y0 * w * c..][..w * c];
+                let r1 = &x[y1 * w * c..][..w * c];
+                for (dst, &(x0, x1, fx)) in orow.chunks_exact_mut(c).zip(&cols) {
+                    let (a, b) = (&r0[x0 * c..][..c], &r0[x1 * c..][..c]);
+                    let (cc, d) = (&r1[x0 * c..][..c], &r1[x1 * c..][..c]);
+                    for ch in 0..c {
+                        let top = a[ch] + (b[ch] - a[ch]) * fx;
+                        let bot = cc[ch] + (d[ch] - cc[ch]) * fx;
+                        dst[ch] = top + (bot - top) * fy;
                     }
                 }
             }
