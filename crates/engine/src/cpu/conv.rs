@@ -131,7 +131,6 @@ impl Epilogue {
         c0: usize,
         valid: usize,
         skip: Option<(*const f32, usize)>,
-        spill: bool,
     ) -> Option<gemm::Output> {
         let act = match &self.activation {
             None => VecAct::None,
@@ -149,7 +148,6 @@ impl Epilogue {
                 _ => None,
             },
             valid,
-            spill: spill && self.residual.is_none(),
         })
     }
 
@@ -568,10 +566,7 @@ impl Direct {
                             } else {
                                 skip_row.map(|r| (r[ox * cout + c0..].as_ptr(), cout))
                             };
-                            // One panel and one group: a pixel's spilled lanes land on the
-                            // next pixel, stored after it (the block's last row is masked).
-                            let spill = self.panels == 1 && s.groups == 1;
-                            let out = ck.epilogue.output(c0, c_hi - c_lo, skip, spill);
+                            let out = ck.epilogue.output(c0, c_hi - c_lo, skip);
                             let blk = Block {
                                 runs,
                                 run_len,

@@ -118,12 +118,8 @@ pub struct Output {
     /// (only the `valid` channels) before row `p` of `C` is written, so it may be `C` itself.
     pub residual: Option<(f32, *const f32, usize)>,
     /// Channels of each row to store (≤ `np * 16`); the lanes beyond are neither read from
-    /// `skip` nor written, except with `spill`.
+    /// `skip` nor written.
     pub valid: usize,
-    /// Rows other than the block's last may be stored as whole vectors, their lanes beyond
-    /// `valid` spilling into the next row, which is written afterwards (a block of one
-    /// narrow panel: full stores are much cheaper than masked ones). Never with a residual.
-    pub spill: bool,
 }
 
 /// The activations the micro-kernels apply in registers.
@@ -430,7 +426,7 @@ mod x86 {
                 // SAFETY: forwarded from the caller.
                 unsafe {
                     let v = _mm512_loadu_ps(acc.add((p * np + j) * 16));
-                    store_avx512(o, p, p + 1 == m, j, v, c.add(p * c_rs + j * 16));
+                    store_avx512(o, p, j, v, c.add(p * c_rs + j * 16));
                 }
             }
         }
@@ -446,7 +442,6 @@ mod x86 {
     unsafe fn store_avx512(
         o: &Output,
         p: usize,
-        last: bool,
         j: usize,
         mut v: __m512,
         cp: *mut f32,
@@ -455,11 +450,7 @@ mod x86 {
         if n == 0 {
             return;
         }
-        let mask: __mmask16 = if n == 16 || (o.spill && !last) {
-            0xffff
-        } else {
-            (1u16 << n) - 1
-        };
+        let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
         // SAFETY (whole body): in bounds by the contract of `block` and `Output`; masked
         // lanes are neither read nor written.
         unsafe {
