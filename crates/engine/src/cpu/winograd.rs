@@ -46,7 +46,7 @@ use rayon::prelude::*;
 use superres_graph::Conv2d;
 
 use super::conv::{ConvKernel, SendPtr, Skip, with_scratch};
-use super::gemm::{self, ALayout, Block, Isa};
+use super::gemm::{self, ALayout, Block};
 
 /// The output tile of a Winograd convolution: F(4×4, 3×3) or F(6×6, 3×3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,16 +299,20 @@ impl Job<'_> {
             match (self.ck.isa, self.wg.tile) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the backend only selects AVX-512 when the processor has it.
-                (Isa::Avx512, Tile::F4) => unsafe { self.block_avx512::<4>(tiles, chunks, v, m) },
+                (gemm::Isa::Avx512, Tile::F4) => unsafe {
+                    self.block_avx512::<4>(tiles, chunks, v, m)
+                },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                (Isa::Avx512, Tile::F6) => unsafe { self.block_avx512::<6>(tiles, chunks, v, m) },
+                (gemm::Isa::Avx512, Tile::F6) => unsafe {
+                    self.block_avx512::<6>(tiles, chunks, v, m)
+                },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the backend only selects AVX2 when the processor has AVX2 and FMA.
-                (Isa::Avx2, Tile::F4) => unsafe { self.block_avx2::<4>(tiles, chunks, v, m) },
+                (gemm::Isa::Avx2, Tile::F4) => unsafe { self.block_avx2::<4>(tiles, chunks, v, m) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                (Isa::Avx2, Tile::F6) => unsafe { self.block_avx2::<6>(tiles, chunks, v, m) },
+                (gemm::Isa::Avx2, Tile::F6) => unsafe { self.block_avx2::<6>(tiles, chunks, v, m) },
                 (_, Tile::F4) => self.block_body::<4>(tiles, chunks, v, m),
                 (_, Tile::F6) => self.block_body::<6>(tiles, chunks, v, m),
             }
