@@ -439,13 +439,7 @@ mod x86 {
     /// (whose `target_feature` context then covers the intrinsics), so that the accumulators
     /// stay in registers.
     #[inline(always)]
-    unsafe fn store_avx512(
-        o: &Output,
-        p: usize,
-        j: usize,
-        mut v: __m512,
-        cp: *mut f32,
-    ) {
+    unsafe fn store_avx512(o: &Output, p: usize, j: usize, mut v: __m512, cp: *mut f32) {
         let n = o.valid.saturating_sub(j * 16).min(16);
         if n == 0 {
             return;
