@@ -221,9 +221,11 @@ impl Winograd {
         if total_rows >= threads {
             nblocks = nblocks.div_ceil(threads) * threads;
         }
-        let rows = total_rows.div_ceil(nblocks);
-        let t = rows * mr;
-        let nblocks = ntiles.div_ceil(t);
+        // The tiles are shared out evenly (the last row of a block may be partial: the
+        // products are computed for the tiles that exist only).
+        let per_block = ntiles.div_ceil(nblocks);
+        let rows = per_block.div_ceil(mr);
+        let nblocks = ntiles.div_ceil(per_block);
         let chunk_panels = (CO_CHUNK / 16).min(self.panels);
         let nchunks = self.panels.div_ceil(chunk_panels);
         let splits = if nblocks >= 2 * threads {
@@ -248,6 +250,7 @@ impl Winograd {
             },
             mr,
             rows,
+            per_block,
             tiles_w,
             ntiles,
             chunk_panels,
@@ -273,7 +276,10 @@ struct Job<'a> {
     ow: usize,
     skip: Option<*const f32>,
     mr: usize,
+    /// Rows of `mr` tiles in a block's panels (the last may be partial).
     rows: usize,
+    /// Tiles per block (the last block may have fewer).
+    per_block: usize,
     tiles_w: usize,
     ntiles: usize,
     chunk_panels: usize,
@@ -295,7 +301,7 @@ impl Job<'_> {
         let y_len = 36 * self.chunk_panels * 16;
         with_scratch(v_len + m_len + y_len, |scratch| {
             let (v, m) = scratch.split_at_mut(v_len);
-            let tiles = b * t..((b + 1) * t).min(self.ntiles);
+            let tiles = b * self.per_block..((b + 1) * self.per_block).min(self.ntiles);
             match (self.ck.isa, self.wg.tile) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the backend only selects AVX-512 when the processor has it.
@@ -376,6 +382,7 @@ impl Job<'_> {
                 // A panel of V (`cinp × mr`, ≤ 12 KiB) stays in L1 while the ξ slice of U
                 // (≤ 256 KiB, in L2) streams past it.
                 for r in 0..used_rows {
+                    let rm = mr.min(nt - r * mr);
                     let mut p = p_lo;
                     while p < p_hi {
                         let np = isa.max_np().min(p_hi - p);
@@ -389,10 +396,11 @@ impl Job<'_> {
                             c: m[xi * ms + r * mr * cc + (p - p_lo) * 16..].as_mut_ptr(),
                             c_rs: cc,
                         };
-                        // SAFETY: the panel of V holds `cinp` steps of `mr` rows; `np` panels
-                        // of U hold `cinp` rows each; M has `t ≥ (r+1)·mr` rows of `cc ≥
-                        // (p-p_lo+np)·16` floats for this ξ. `mr ≤ isa.mr(np)`.
-                        unsafe { gemm::block(isa, mr, np, &blk) };
+                        // SAFETY: the panel of V holds `cinp` steps of `mr` rows (the first
+                        // `rm` of them tiles of this block); `np` panels of U hold `cinp`
+                        // rows each; M has `t ≥ (r+1)·mr` rows of `cc ≥ (p-p_lo+np)·16`
+                        // floats for this ξ. `rm ≤ mr ≤ isa.mr(np)`.
+                        unsafe { gemm::block(isa, rm, np, &blk) };
                         p += np;
                     }
                 }
