@@ -578,7 +578,8 @@ fn bt<const M: usize>(d: [&V16; 8]) -> [V16; 8] {
         }
     } else {
         for l in 0..16 {
-            let [d0, d1, d2, d3, d4, d5, d6, d7] = d.map(|v| v[l]);
+            let (d0, d1, d2, d3) = (d[0][l], d[1][l], d[2][l], d[3][l]);
+            let (d4, d5, d6, d7) = (d[4][l], d[5][l], d[6][l], d[7][l]);
             r[0][l] = (d0 - d6) + 5.25 * (d4 - d2);
             r[7][l] = (d7 - d1) + 5.25 * (d3 - d5);
             let (a, b) = ((d2 + d6) - 4.25 * d4, (d1 + d5) - 4.25 * d3);
@@ -613,7 +614,8 @@ fn at<const M: usize>(m: [&V16; 8]) -> [V16; 6] {
         }
     } else {
         for l in 0..16 {
-            let [m0, m1, m2, m3, m4, m5, m6, m7] = m.map(|v| v[l]);
+            let (m0, m1, m2, m3) = (m[0][l], m[1][l], m[2][l], m[3][l]);
+            let (m4, m5, m6, m7) = (m[4][l], m[5][l], m[6][l], m[7][l]);
             let (s12, d12) = (m1 + m2, m1 - m2);
             let (s34, d34) = (m3 + m4, m3 - m4);
             let (s56, d56) = (m5 + m6, m5 - m6);
