@@ -19,7 +19,8 @@ side() { python3 bench/opencv_side_by_side.py --superres "$sr" "$@"; echo; }
 echo "## $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), $(nproc) CPUs"
 echo
 echo "### OpenCV side by side, 2 threads"
-side "$edsr" 64x48 160x120 --runs 3 --rounds 3
+side "$edsr" 64x48 --runs 4 --rounds 6
+side "$edsr" 160x120 --runs 3 --rounds 3
 side "$cv/ESPCN_x3.pb" 256x256 --runs 20 --rounds 5
 side "$cv/FSRCNN_x3.pb" 256x256 --runs 20 --rounds 5
 side "$cv/LapSRN_x4.pb" 256x256 --runs 3 --rounds 3
