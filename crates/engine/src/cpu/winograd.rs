@@ -18,10 +18,12 @@
 //! of `Bᵀ` and `Aᵀ` for these points is exact in binary; `G` is applied in `f64` at
 //! `prepare`. F(6,3) does 1.27× fewer multiplications per output than F(4,3) and its
 //! transforms cost about the same per output, so it is the default where the products
-//! dominate (at least [`F6_MIN_CHANNELS`] input and output channels: EDSR, LapSRN); F(4,3),
-//! four times more accurate, stays for narrower layers, where the transforms dominate and
-//! F(6,3)'s larger tiles waste more at image edges. Both keep every OpenCV parity case within
-//! one 8-bit level (the parity tests), and either can be forced ([`super::ConvAlgo`]).
+//! dominate (at least [`F6_MIN_CHANNELS`] input and output channels: EDSR, LapSRN, ESPCN's
+//! 64→32, the default model). F(4,3), four times more accurate, stays for 16 to 31 channels:
+//! F(6,3) measured 8–18% faster on such layers alone, but they are a small share of any
+//! network's time, and with few channels the transform error is a larger share of the total.
+//! Both keep every OpenCV parity case within one 8-bit level (the parity tests), and either
+//! can be forced ([`super::ConvAlgo`]).
 //!
 //! Scheduling, for the working set to stay in cache however large the image: the tiles are
 //! cut into equal blocks (a multiple of the thread count, each ≤ 3 MiB of transformed input,
