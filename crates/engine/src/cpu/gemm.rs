@@ -13,6 +13,11 @@
 //! picks the monomorphised instance for the (possibly partial) block; [`Isa::Scalar`] is the
 //! portable twin with the same blocking, used on machines without AVX2 and on other
 //! architectures.
+//!
+//! [`epilogue_block`] finishes a block of the direct convolution: bias, activation and
+//! residual on whole vectors, masked stores for a partial panel. It is a separate pass over
+//! the block's sums (still in L1) rather than part of the kernel, because folding it into the
+//! kernel body made the compiler keep the accumulators in memory inside the reduction loop.
 
 /// The instruction set the kernels use, chosen once at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +127,7 @@ pub struct Output {
     pub valid: usize,
 }
 
-/// The activations the micro-kernels apply in registers.
+/// The activations [`epilogue_block`] applies to whole vectors.
 #[derive(Clone, Copy, Debug)]
 pub enum VecAct {
     None,
