@@ -35,7 +35,7 @@
 //! takes an arena (the slots' memory) from the plan's pool and gives it back, so concurrent
 //! runs never share buffers and repeated runs allocate nothing.
 //!
-//! [`reference`] stays the plain definition every kernel is tested against.
+//! [`reference`](mod@reference) stays the plain definition every kernel is tested against.
 
 pub mod conv;
 pub mod gemm;
