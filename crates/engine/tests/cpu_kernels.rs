@@ -150,10 +150,11 @@ fn direct_and_winograd_convolutions_match_the_reference_on_awkward_shapes() {
     for (i, &(kh, kw, cin, cout)) in kernels.iter().enumerate() {
         let ep = Epilogue {
             bias: Some(rng.vec(cout, 0.5)),
-            activation: match i % 4 {
+            activation: match i % 5 {
                 0 => Some(Activation::Relu),
                 1 => Some(Activation::PRelu(rng.vec(cout, 0.3))),
                 2 => Some(Activation::Tanh),
+                3 => Some(Activation::Sigmoid),
                 _ => None,
             },
             residual: None,
@@ -545,10 +546,25 @@ fn fast_tanh_matches_f64() {
 }
 
 #[test]
-fn few_output_channel_convolutions_with_a_residual_match_the_reference() {
-    // The pixel-vectorised kernel (≥ 16 inputs, ≤ 12 outputs) with a separate skip tensor.
+fn convolutions_with_a_residual_match_the_reference() {
+    // The residual input is another convolution's output that dies here, so the planner runs
+    // the convolution in place over it. Shapes for the pixel-vectorised kernel (≥ 16 inputs,
+    // ≤ 12 outputs) and for Winograd, with vector activations and ones without a vector form
+    // (sigmoid, clip: the per-pixel fallback of the epilogue).
     let mut rng = Rng(0x9e11);
-    for &(cin, cout) in &[(32, 9), (17, 4), (16, 12)] {
+    let clip = Activation::Clip {
+        min: -0.25,
+        max: 0.5,
+    };
+    for (cin, cout, act) in [
+        (32, 9, Activation::Tanh),
+        (17, 4, Activation::Tanh),
+        (16, 12, Activation::Tanh),
+        (16, 20, clip.clone()),
+        (32, 40, Activation::Sigmoid),
+        (32, 33, Activation::Relu),
+        (5, 7, clip),
+    ] {
         let mut g = Graph::new();
         let x = g.input("x", cin);
         let side = conv(&mut rng, 1, 1, cin, cout, 1, 1, 1, Epilogue::default());
@@ -557,7 +573,7 @@ fn few_output_channel_convolutions_with_a_residual_match_the_reference() {
             .expect("valid conv");
         let ep = Epilogue {
             bias: Some(rng.vec(cout, 0.5)),
-            activation: Some(Activation::Tanh),
+            activation: Some(act.clone()),
             residual: Some(0.5),
         };
         let main = conv(&mut rng, 3, 3, cin, cout, 1, 1, 1, ep);
@@ -565,10 +581,12 @@ fn few_output_channel_convolutions_with_a_residual_match_the_reference() {
             .push("main", Op::Conv2d(main), vec![x, s])
             .expect("valid conv");
         g.output("y", y);
-        for &(h, w) in &[(3, 5), (7, 37), (2, 16)] {
+        for &(h, w) in &[(3, 5), (7, 37), (2, 16), (13, 14)] {
             let input = rng.image(h, w, cin);
-            let what = format!("3x3 {cin}->{cout} + residual on {h}x{w}");
-            check(&g, &input, &[ConvAlgo::Direct, ConvAlgo::Auto], 1e-5, &what);
+            let what = format!("3x3 {cin}->{cout} {act:?} + residual on {h}x{w}");
+            let algos = [ConvAlgo::Direct, ConvAlgo::WinogradF4, ConvAlgo::Auto];
+            check(&g, &input, &algos, 1e-5, &what);
+            check(&g, &input, &[ConvAlgo::WinogradF6], 4e-5, &what);
         }
     }
 }

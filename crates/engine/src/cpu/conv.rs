@@ -175,47 +175,6 @@ impl Epilogue {
         }
     }
 
-    /// [`Epilogue::store`] through raw pointers, for kernels whose output is also their
-    /// residual input: `out[..acc.len()] = epilogue(acc)`, reading `skip[..acc.len()]` 16
-    /// channels at a time just before the same 16 are written (so `skip` may equal `out`).
-    ///
-    /// # Safety
-    /// `out` must be valid for writes and `skip` (if any) for reads of `acc.len()` floats, and
-    /// nothing else may access them meanwhile.
-    #[inline(always)]
-    pub unsafe fn store_raw(
-        &self,
-        acc: &[f32],
-        c0: usize,
-        out: *mut f32,
-        skip: Option<*const f32>,
-    ) {
-        let n = acc.len();
-        let mut off = 0;
-        // SAFETY (whole loop): `off + m ≤ n`, in bounds by the caller's contract; the skip is
-        // read before `out` is written.
-        unsafe {
-            while off + 16 <= n {
-                // Whole vectors, read and written at full width (no store-forwarding stalls).
-                let mut y: [f32; 16] = acc[off..off + 16].try_into().expect("16 lanes");
-                let k = skip.map(|s| std::ptr::read_unaligned(s.add(off) as *const [f32; 16]));
-                self.apply(&mut y, c0 + off, k.as_ref().map(|k| &k[..]));
-                std::ptr::write_unaligned(out.add(off) as *mut [f32; 16], y);
-                off += 16;
-            }
-            if off < n {
-                let m = n - off;
-                let (mut y, mut k) = ([0.0f32; 16], [0.0f32; 16]);
-                y[..m].copy_from_slice(&acc[off..]);
-                if let Some(s) = skip {
-                    std::ptr::copy_nonoverlapping(s.add(off), k.as_mut_ptr(), m);
-                }
-                self.apply(&mut y[..m], c0 + off, skip.map(|_| &k[..m]));
-                std::ptr::copy_nonoverlapping(y.as_ptr(), out.add(off), m);
-            }
-        }
-    }
-
     /// [`Epilogue::store`] compiled for `isa`, for callers outside the kernels' own
     /// `target_feature` functions (an activation such as `tanh` then runs 16 lanes wide).
     #[inline]

@@ -533,19 +533,39 @@ impl Job<'_> {
             lc += 16;
         }
         for yy in 0..ny {
-            for xx in 0..nx {
-                let o = ((oy0 + yy) * self.ow + ox0 + xx) * cout + co0;
-                // SAFETY: pixel (oy0+yy, ox0+xx) is inside the output and the channels
-                // `co0..co0+nc` belong to this task's chunk, so no other task touches
-                // `o..o+nc`; the skip, if any, has the output's shape.
-                unsafe {
-                    self.ck.epilogue.store_raw(
-                        &ybuf[(yy * M + xx) * cc..][..nc],
-                        co0,
-                        self.out.0.add(o),
-                        self.skip.map(|s| s.add(o)),
-                    )
-                };
+            // One row of the tile: `nx` pixels at a stride of `cout`, their sums at a stride
+            // of `cc` in `ybuf`, through the same block epilogue as the direct kernel.
+            let o = ((oy0 + yy) * self.ow + ox0) * cout + co0;
+            // SAFETY: pixels (oy0+yy, ox0..ox0+nx) are inside the output and the channels
+            // `co0..co0+nc` belong to this task's chunk, so no other task touches them; the
+            // skip, if any, has the output's shape.
+            let (dst, skip) = unsafe { (self.out.0.add(o), self.skip.map(|s| s.add(o))) };
+            let acc = &ybuf[yy * M * cc..][..nx * cc];
+            match self.ck.epilogue.output(co0, nc, skip.map(|s| (s, cout))) {
+                // SAFETY: `acc` holds `nx` rows of `cc / 16` panels; see above for `dst`.
+                Some(out) => unsafe {
+                    gemm::epilogue_block(self.ck.isa, &out, acc.as_ptr(), nx, cc / 16, dst, cout)
+                },
+                // An activation without a vector form: pixel by pixel, the skip copied out
+                // first (it may be the output itself).
+                None => {
+                    let mut sk = [0.0f32; CO_CHUNK];
+                    for xx in 0..nx {
+                        // SAFETY: as above, for pixel xx of the row.
+                        let (d, k) = unsafe {
+                            let d = std::slice::from_raw_parts_mut(dst.add(xx * cout), nc);
+                            let k = skip.map(|s| {
+                                sk[..nc].copy_from_slice(std::slice::from_raw_parts(
+                                    s.add(xx * cout),
+                                    nc,
+                                ));
+                                &sk[..nc]
+                            });
+                            (d, k)
+                        };
+                        self.ck.epilogue.store(&acc[xx * cc..], co0, d, k);
+                    }
+                }
             }
         }
     }
