@@ -53,7 +53,10 @@ use superres_graph::{
 pub use conv::ConvAlgo;
 pub use gemm::Isa;
 
-use crate::{Backend, EngineError, Executable, check_input};
+use crate::plan::{self, InPlace, Loc};
+use crate::{
+    Backend, Batch, EngineError, Executable, HostData, Io, Pending, check_batch, check_input,
+};
 use conv::{ConvKernel, Skip};
 
 /// Options of the CPU backend beyond the defaults of [`CpuBackend::new`].
@@ -202,30 +205,28 @@ enum Step {
     Concat,
 }
 
-/// Where a value lives during a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Loc {
-    Input,
-    Const,
-    Slot(usize),
-}
-
-/// The buffers of one input size.
+/// The shared buffer plan of one input size, with the arenas of finished runs.
 struct Plan {
-    h: usize,
-    w: usize,
-    /// `(h, w, c)` of every value (zeros for constants).
-    shapes: Vec<(usize, usize, usize)>,
-    loc: Vec<Loc>,
-    /// The node writes over its first input (element-wise) or its skip (convolution).
-    in_place: Vec<bool>,
-    slot_sizes: Vec<usize>,
+    plan: plan::Plan,
     /// Arenas not in use by a run.
     arenas: Mutex<Vec<Vec<Vec<f32>>>>,
 }
 
+impl std::ops::Deref for Plan {
+    type Target = plan::Plan;
+
+    fn deref(&self) -> &plan::Plan {
+        &self.plan
+    }
+}
+
 /// Sizes planned at most; older plans are dropped.
 const PLAN_CACHE: usize = 4;
+
+/// Scratch memory a convolution task may take beside the arena (Winograd's transformed
+/// tiles, packed row bands), per worker thread: the kernels size their blocks to stay in
+/// cache, so this is a bound that does not grow with the image.
+const SCRATCH_PER_THREAD: u64 = 8 << 20;
 
 struct CpuExecutable {
     /// The topology (weights left out: `steps` holds them, packed).
@@ -237,15 +238,38 @@ struct CpuExecutable {
 }
 
 impl Executable for CpuExecutable {
-    fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, EngineError> {
-        match &self.pool {
-            Some(pool) => pool.install(|| self.run_here(input)),
-            None => self.run_here(input),
-        }
+    fn submit(&self, batch: Batch, io: &Io) -> Result<Pending, EngineError> {
+        check_batch(&self.graph, &batch, io)?;
+        let result = match &self.pool {
+            Some(pool) => pool.install(|| self.run_batch(&batch, io)),
+            None => self.run_batch(&batch, io),
+        };
+        Ok(Pending::ready(result))
+    }
+
+    fn peak_bytes(&self, h: usize, w: usize, batch: usize) -> Result<u64, EngineError> {
+        // Images of a batch run one after another, each on every core: one arena is live,
+        // and the batch's input and outputs are held on the host.
+        let plan = self.plan(h, w)?;
+        let input = plan.len(self.graph.input_id().map_or(0, |v| v.0)) as u64;
+        let outputs: u64 = self
+            .graph
+            .outputs
+            .iter()
+            .map(|(_, v)| plan.len(v.0) as u64)
+            .sum();
+        let values = plan.arena_elements() as u64 + batch.max(1) as u64 * (input + outputs);
+        Ok(4 * values + SCRATCH_PER_THREAD * self.threads() as u64)
     }
 }
 
 impl CpuExecutable {
+    fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+    }
+
     fn plan(&self, h: usize, w: usize) -> Result<Arc<Plan>, EngineError> {
         {
             let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,161 +286,67 @@ impl CpuExecutable {
         Ok(plan)
     }
 
+    /// Element-wise operators run in place over an input that dies there, and so do
+    /// residual convolutions over their skip tensor (the epilogue reads each skip value
+    /// before it stores the output over it).
     fn make_plan(&self, h: usize, w: usize) -> Result<Plan, EngineError> {
-        let g = &self.graph;
-        let n = g.nodes.len();
-        let mut shapes = vec![(0, 0, 0); n];
-        let mismatch = |name: &str| EngineError::Unsupported {
-            backend: "cpu",
-            message: format!("node '{name}': operand sizes differ for a {h}×{w} input"),
-        };
-        for (i, node) in g.nodes.iter().enumerate() {
-            let c = node.channels.unwrap_or(0);
-            let arg = |k: usize| shapes[node.inputs[k].0];
-            shapes[i] = match &self.steps[i] {
-                Step::Input => (h, w, c),
-                Step::Const(_) => (0, 0, 0),
-                Step::Conv(k) => {
-                    let (ih, iw, _) = arg(0);
-                    let Op::Conv2d(conv) = &node.op else {
-                        unreachable!("steps mirror nodes")
-                    };
-                    let (oh, ow) = conv
-                        .output_size(ih, iw)
-                        .filter(|&(a, b)| a > 0 && b > 0)
-                        .ok_or_else(|| EngineError::TooSmall {
-                            h,
-                            w,
-                            node: node.name.clone(),
-                        })?;
-                    if k.epilogue.residual.is_some() && arg(1) != (oh, ow, c) {
-                        return Err(mismatch(&node.name));
-                    }
-                    (oh, ow, c)
-                }
-                Step::Binary(_) => {
-                    let a = arg(0);
-                    let b = arg(1);
-                    if b != (0, 0, 0) && b != a {
-                        return Err(mismatch(&node.name));
-                    }
-                    a
-                }
-                Step::Unary(_) | Step::Activation(_) => arg(0),
-                Step::DepthToSpace(b, _) => {
-                    let (ih, iw, _) = arg(0);
-                    (ih * b, iw * b, c)
-                }
-                Step::Resize(f, _) => {
-                    let (ih, iw, _) = arg(0);
-                    (ih * f, iw * f, c)
-                }
-                Step::Concat => {
-                    let (ih, iw, _) = arg(0);
-                    if (1..node.inputs.len()).any(|k| (arg(k).0, arg(k).1) != (ih, iw)) {
-                        return Err(mismatch(&node.name));
-                    }
-                    (ih, iw, c)
-                }
-            };
-        }
-
-        // Buffers: a free list in topological order, in place where the input dies here.
-        let users = g.users();
-        let mut remaining: Vec<usize> = users.iter().map(Vec::len).collect();
-        let mut loc = vec![Loc::Const; n];
-        let mut in_place = vec![false; n];
-        let mut slot_sizes: Vec<usize> = Vec::new();
-        let mut free: Vec<usize> = Vec::new();
-        for (i, node) in g.nodes.iter().enumerate() {
-            let size = {
-                let (a, b, c) = shapes[i];
-                a * b * c
-            };
-            let dies_here = |v: usize| {
-                let uses = node.inputs.iter().filter(|u| u.0 == v).count();
-                remaining[v] == uses
-            };
-            let reuse = match &self.steps[i] {
-                Step::Input | Step::Const(_) => {
-                    loc[i] = if matches!(self.steps[i], Step::Input) {
-                        Loc::Input
-                    } else {
-                        Loc::Const
-                    };
-                    None
-                }
-                Step::Unary(_) | Step::Activation(_) | Step::Binary(_) => {
-                    let a = node.inputs[0].0;
-                    let distinct = node.inputs.len() < 2 || node.inputs[1].0 != a;
-                    match loc[a] {
-                        Loc::Slot(s) if distinct && dies_here(a) => Some(s),
-                        _ => None,
-                    }
-                }
-                Step::Conv(k) if k.epilogue.residual.is_some() => {
-                    let skip = node.inputs[1].0;
-                    match loc[skip] {
-                        Loc::Slot(s) if node.inputs[0].0 != skip && dies_here(skip) => Some(s),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            if !matches!(self.steps[i], Step::Input | Step::Const(_)) {
-                let slot = match reuse {
-                    Some(s) => {
-                        in_place[i] = true;
-                        s
-                    }
-                    None => {
-                        // Best fit among free slots, else grow the largest, else a new one.
-                        let fit = free
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, s)| slot_sizes[**s] >= size)
-                            .min_by_key(|(_, s)| slot_sizes[**s])
-                            .or_else(|| {
-                                free.iter().enumerate().max_by_key(|(_, s)| slot_sizes[**s])
-                            })
-                            .map(|(k, _)| k);
-                        match fit {
-                            Some(k) => free.swap_remove(k),
-                            None => {
-                                slot_sizes.push(0);
-                                slot_sizes.len() - 1
-                            }
-                        }
-                    }
-                };
-                slot_sizes[slot] = slot_sizes[slot].max(size);
-                loc[i] = Loc::Slot(slot);
-            }
-            for v in &node.inputs {
-                remaining[v.0] -= 1;
-                if remaining[v.0] == 0
-                    && let Loc::Slot(s) = loc[v.0]
-                    && loc[i] != Loc::Slot(s)
-                    && !free.contains(&s)
-                {
-                    free.push(s);
-                }
-            }
-            if remaining[i] == 0
-                && let Loc::Slot(s) = loc[i]
-            {
-                free.push(s);
-            }
-        }
-        Ok(Plan {
+        let steps = &self.steps;
+        let plan = plan::plan(
+            &self.graph,
             h,
             w,
-            shapes,
-            loc,
-            in_place,
-            slot_sizes,
+            |i, node| match &steps[i] {
+                Step::Conv(k) if k.epilogue.residual.is_some() => InPlace::Skip,
+                _ => plan::elementwise_in_place(node),
+            },
+            |(a, b, c)| a * b * c,
+        )?;
+        Ok(Plan {
+            plan,
             arenas: Mutex::new(Vec::new()),
         })
+    }
+
+    fn run_batch(&self, batch: &Batch, io: &Io) -> Result<Vec<Batch>, EngineError> {
+        let n = batch.image_len();
+        let mut outputs: Vec<Option<Batch>> = vec![None; self.graph.outputs.len()];
+        let mut input = vec![0.0f32; n];
+        for i in 0..batch.n {
+            match (&batch.data, io.input) {
+                (HostData::F32(v), _) => input.copy_from_slice(&v[i * n..][..n]),
+                (HostData::U8(v), Some(map)) => map.convert(&v[i * n..][..n], batch.c, &mut input),
+                (HostData::U8(_), None) => unreachable!("checked by check_batch"),
+            }
+            let tensor = Tensor::image(batch.h, batch.w, batch.c, std::mem::take(&mut input));
+            let outs = self.run_here(&tensor)?;
+            input = tensor.into_data();
+            for (k, t) in outs.into_iter().enumerate() {
+                if io.output.is_some() && k > 0 {
+                    break;
+                }
+                let (h, w, c) = t.hwc().unwrap_or((0, 0, 0));
+                let slot = outputs[k].get_or_insert_with(|| Batch {
+                    n: batch.n,
+                    h,
+                    w,
+                    c,
+                    data: match io.output {
+                        Some(_) => HostData::U8(Vec::with_capacity(batch.n * h * w * c)),
+                        None => HostData::F32(Vec::with_capacity(batch.n * h * w * c)),
+                    },
+                });
+                match (&mut slot.data, io.output) {
+                    (HostData::U8(o), Some(map)) => {
+                        let start = o.len();
+                        o.resize(start + t.len(), 0);
+                        map.convert(t.data(), c, &mut o[start..]);
+                    }
+                    (HostData::F32(o), _) => o.extend_from_slice(t.data()),
+                    _ => unreachable!("allocated for the output map"),
+                }
+            }
+        }
+        Ok(outputs.into_iter().flatten().collect())
     }
 
     fn run_here(&self, input: &Tensor) -> Result<Vec<Tensor>, EngineError> {

@@ -1,0 +1,1 @@
+//! The device plan (in progress).

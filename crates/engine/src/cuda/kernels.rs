@@ -1,0 +1,141 @@
+//! The device kernels: CUDA C compiled at run time by NVRTC.
+//!
+//! Everything but the convolution products is ours ([`SOURCE`], `kernels.cu`): cuDNN has
+//! no epilogue in the IR's order (bias, any activation, then EDSR's `x + 0.1·y`), no
+//! depth-to-space and no 8-bit maps, and a handful of memory-bound kernels is easier to get
+//! exactly right than a fused-graph API. The source needs no CUDA headers, so NVRTC compiles
+//! it on any machine; it is compiled to a CUBIN for the exact architecture of each GPU
+//! (not PTX, which a driver older than the NVRTC library could not JIT).
+//! `cargo test` compiles it for every supported architecture ([`TEST_ARCHS`]).
+
+use std::ffi::{CString, c_char, c_int};
+
+use cudarc::nvrtc::{result, sys};
+
+/// The kernels' CUDA C source.
+pub const SOURCE: &str = include_str!("kernels.cu");
+
+/// Architectures the kernels are checked to compile for: Turing to Hopper.
+pub const TEST_ARCHS: [(u32, u32); 5] = [(7, 5), (8, 0), (8, 6), (8, 9), (9, 0)];
+
+/// Storage type suffixes of the kernel names.
+pub const TYPES: [&str; 3] = ["f32", "f16", "bf16"];
+
+/// Kernel families; each exists once per storage type as `NAME_TYPE`.
+pub const FAMILIES: [&str; 10] = [
+    "pointwise",
+    "binary",
+    "depth_to_space",
+    "resize",
+    "concat",
+    "pad",
+    "input_f32",
+    "input_u8",
+    "output_f32",
+    "output_u8",
+];
+
+/// The name of a kernel for a storage type (`input_u8` + `f16` → `input_f16_u8`).
+pub fn name(family: &str, ty: &str) -> String {
+    match family.split_once('_') {
+        Some((head @ ("input" | "output"), io)) => format!("{head}_{ty}_{io}"),
+        _ => format!("{family}_{ty}"),
+    }
+}
+
+/// Why the kernels did not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("NVRTC is not available: {0}")]
+    NoNvrtc(String),
+    #[error("NVRTC failed for sm_{arch}: {log}")]
+    Failed { arch: String, log: String },
+}
+
+/// Whether `libnvrtc` can be opened (never panics, unlike a first call into it).
+pub fn nvrtc_present() -> bool {
+    super::libs::preload();
+    // SAFETY: only tries to open the library.
+    unsafe { sys::is_culib_present() }
+}
+
+/// NVRTC's version, e.g. `(13, 0)`.
+pub fn nvrtc_version() -> Result<(i32, i32), CompileError> {
+    if !nvrtc_present() {
+        return Err(CompileError::NoNvrtc(
+            "libnvrtc.so.13 or .12 not found (LD_LIBRARY_PATH, SUPERRES_CUDA_LIBS)".into(),
+        ));
+    }
+    let (mut major, mut minor): (c_int, c_int) = (0, 0);
+    // SAFETY: out-pointers to locals.
+    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| CompileError::NoNvrtc(format!("{e:?}")))?;
+    Ok((major, minor))
+}
+
+/// Compiles [`SOURCE`] to a CUBIN for compute capability `arch`.
+pub fn compile(arch: (u32, u32)) -> Result<Vec<u8>, CompileError> {
+    nvrtc_version()?;
+    let tag = format!("{}{}", arch.0, arch.1);
+    let failed = |log: String| CompileError::Failed {
+        arch: tag.clone(),
+        log,
+    };
+    let src = CString::new(SOURCE).map_err(|e| failed(e.to_string()))?;
+    let prog = result::create_program(&src, Some(c"superres_kernels.cu"))
+        .map_err(|e| failed(format!("{e:?}")))?;
+    let options = [
+        format!("--gpu-architecture=sm_{tag}"),
+        "--fmad=false".to_string(),
+        "--std=c++17".to_string(),
+    ];
+    // SAFETY: `prog` was created above and is destroyed once, below.
+    let out = unsafe {
+        let compiled = result::compile_program(prog, &options);
+        let out = match compiled {
+            Ok(()) => cubin(prog).map_err(|e| failed(format!("{e:?}"))),
+            Err(e) => {
+                let log = result::get_program_log(prog)
+                    .map(|l| {
+                        let bytes: Vec<u8> = l.iter().map(|&c| c as u8).collect();
+                        String::from_utf8_lossy(&bytes)
+                            .trim_end_matches('\0')
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                Err(failed(format!("{e:?}: {log}")))
+            }
+        };
+        let _ = result::destroy_program(prog);
+        out
+    };
+    out
+}
+
+/// # Safety
+/// `prog` must be a compiled, live NVRTC program.
+unsafe fn cubin(prog: sys::nvrtcProgram) -> Result<Vec<u8>, sys::nvrtcResult> {
+    let mut size = 0usize;
+    // SAFETY: as the function's contract says.
+    unsafe {
+        let r = sys::nvrtcGetCUBINSize(prog, &mut size);
+        if r != sys::nvrtcResult::NVRTC_SUCCESS {
+            return Err(r);
+        }
+        let mut buf = vec![0u8; size];
+        let r = sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut c_char);
+        if r != sys::nvrtcResult::NVRTC_SUCCESS {
+            return Err(r);
+        }
+        Ok(buf)
+    }
+}
+
+/// Every kernel name the backend launches.
+pub fn all_names() -> Vec<String> {
+    TYPES
+        .iter()
+        .flat_map(|ty| FAMILIES.iter().map(move |f| name(f, ty)))
+        .collect()
+}

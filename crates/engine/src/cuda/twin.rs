@@ -1,0 +1,1 @@
+//! The host twin of the device plan (in progress).
