@@ -50,7 +50,7 @@ __device__ __forceinline__ void st(bf16* p, long i, float v) {
          i += (long)blockDim.x * gridDim.x)
 
 // Activation codes (dplan.rs, Act): 0 none, 1 relu, 2 leaky, 3 prelu, 4 tanh, 5 sigmoid,
-// 6 clip.
+// 6 clip, 7 abs, 8 neg.
 __device__ __forceinline__ float activate(float x, int act, int ch, const float* alpha,
                                           int nalpha, float p0, float p1) {
     switch (act) {
@@ -60,6 +60,8 @@ __device__ __forceinline__ float activate(float x, int act, int ch, const float*
     case 4: return tanhf(x);
     case 5: return 1.0f / (1.0f + expf(-x));
     case 6: return fminf(fmaxf(x, p0), p1);
+    case 7: return fabsf(x);
+    case 8: return -x;
     default: return x;
     }
 }
