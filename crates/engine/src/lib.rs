@@ -265,6 +265,12 @@ pub trait Executable: Send + Sync {
         1
     }
 
+    /// Device time of the most recently finished run, from upload to download, in
+    /// milliseconds (CUDA events); `None` on the host.
+    fn last_device_ms(&self) -> Option<f64> {
+        None
+    }
+
     /// Runs the network on one `[H, W, C]` input and returns every graph output, in the order
     /// of [`Graph::outputs`], as `[H', W', C']` tensors in host memory.
     fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, EngineError> {

@@ -414,6 +414,7 @@ pub struct Lane {
     gpu: Arc<Gpu>,
     stream: cu::CUstream,
     cudnn: dnn::cudnnHandle_t,
+    start: cu::CUevent,
     done: cu::CUevent,
     memory: RunMemory,
 }
@@ -427,6 +428,7 @@ impl Lane {
         gpu.make_current()?;
         let mut stream: cu::CUstream = std::ptr::null_mut();
         let mut done: cu::CUevent = std::ptr::null_mut();
+        let mut start: cu::CUevent = std::ptr::null_mut();
         let mut handle: dnn::cudnnHandle_t = std::ptr::null_mut();
         // SAFETY: out-parameters; the context is current.
         unsafe {
@@ -437,8 +439,13 @@ impl Lane {
                 ),
                 "cuStreamCreate",
             )?;
+            // Timing events: a run's device time is read from them.
             cu_check(
-                cu::cuEventCreate(&mut done, cu::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32),
+                cu::cuEventCreate(&mut done, cu::CUevent_flags::CU_EVENT_DEFAULT as u32),
+                "cuEventCreate",
+            )?;
+            cu_check(
+                cu::cuEventCreate(&mut start, cu::CUevent_flags::CU_EVENT_DEFAULT as u32),
                 "cuEventCreate",
             )?;
             dnn_check(dnn::cudnnCreate(&mut handle), "cudnnCreate")?;
@@ -451,6 +458,7 @@ impl Lane {
             gpu: gpu.clone(),
             stream,
             cudnn: handle,
+            start,
             done,
             memory: RunMemory::default(),
         })
@@ -524,6 +532,7 @@ impl Drop for Lane {
             let _ = cu::cuStreamSynchronize(self.stream);
             let _ = dnn::cudnnDestroy(self.cudnn);
             let _ = cu::cuEventDestroy_v2(self.done);
+            let _ = cu::cuEventDestroy_v2(self.start);
             let _ = cu::cuStreamDestroy_v2(self.stream);
         }
     }
@@ -669,6 +678,7 @@ impl Backend {
             lowered,
             models,
             plans: Mutex::new(HashMap::new()),
+            last_ms: Arc::new(Mutex::new(None)),
         }))
     }
 }
@@ -780,6 +790,8 @@ struct DeviceExecutable {
     lowered: Lowered,
     models: Vec<GpuModel>,
     plans: Mutex<HashMap<(usize, usize, usize), Arc<DevicePlan>>>,
+    /// Device milliseconds of the last finished run.
+    last_ms: Arc<Mutex<Option<f64>>>,
 }
 
 /// Bytes of the cuDNN workspace a run may use at most.
@@ -1103,6 +1115,11 @@ impl DeviceExecutable {
         let pinned = ensure_pinned(&mut lane.memory.pinned_in, in_bytes.len())?;
         pinned.slice(in_bytes.len()).copy_from_slice(&in_bytes);
         let staging_in = base + layout.staging_in as u64;
+        // SAFETY: the event and stream belong to this lane.
+        cu_check(
+            unsafe { cu::cuEventRecord(lane.start, lane.stream) },
+            "cuEventRecord",
+        )?;
         // SAFETY: the pinned buffer holds `in_bytes.len()` bytes and stays untouched until
         // the lane is synchronised; the device range was sized by `Layout`.
         cu_check(
@@ -1490,6 +1507,24 @@ fn ensure_pinned(slot: &mut Option<Pinned>, bytes: usize) -> Result<&mut Pinned,
         .ok_or_else(|| EngineError::Device("pinned memory".into()))
 }
 
+/// `cuEventElapsedTime`, looked up by hand: the 13.0 bindings name only its `_v2`, which
+/// drivers before 12.8 lack (a missing symbol would panic inside `cudarc`).
+fn elapsed_ms(start: cu::CUevent, end: cu::CUevent, ms: &mut f32) -> bool {
+    type F = unsafe extern "C" fn(*mut f32, cu::CUevent, cu::CUevent) -> cu::CUresult;
+    // SAFETY: the library is loaded (a lane exists); the symbol has this C signature in
+    // every CUDA 12 and 13 driver; both events were recorded and have completed.
+    unsafe {
+        let lib = cu::culib();
+        let f = lib
+            .get::<F>(b"cuEventElapsedTime_v2\0")
+            .or_else(|_| lib.get::<F>(b"cuEventElapsedTime\0"));
+        match f {
+            Ok(f) => f(ms, start, end) == cu::CUresult::CUDA_SUCCESS,
+            Err(_) => false,
+        }
+    }
+}
+
 /// A lane in use; gives it back (after its stream drains) when dropped.
 struct LaneGuard {
     lane: Option<Lane>,
@@ -1527,6 +1562,7 @@ impl Executable for DeviceExecutable {
         let runs = self.runs(model, &plan, lane)?;
         self.enqueue(model, &plan, &runs, lane, &batch, io)?;
         let u8_out = io.output.is_some();
+        let last_ms = self.last_ms.clone();
         Ok(Pending::later(move || {
             let lane = guard
                 .lane
@@ -1535,6 +1571,11 @@ impl Executable for DeviceExecutable {
             lane.gpu.make_current()?;
             // SAFETY: the event was recorded on this lane's stream.
             cu_check(unsafe { cu::cuEventSynchronize(lane.done) }, "run")?;
+            let mut ms = 0.0f32;
+            // SAFETY: both events were recorded on this lane's stream and have completed.
+            if elapsed_ms(lane.start, lane.done, &mut ms) {
+                *last_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(ms as f64);
+            }
             let pinned = lane
                 .memory
                 .pinned_out
@@ -1596,5 +1637,9 @@ impl Executable for DeviceExecutable {
 
     fn lanes(&self) -> usize {
         self.backend.pool.count
+    }
+
+    fn last_device_ms(&self) -> Option<f64> {
+        *self.last_ms.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
