@@ -70,3 +70,23 @@ fn kernel_names_follow_the_storage_types() {
         }
     }
 }
+
+#[test]
+fn compiled_kernels_are_cached_on_disk() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("superres-kcache-{}", std::process::id()));
+    let first = kernels::compile_cached_in(Some(&dir), (8, 6)).expect("compile");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("cache dir")
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1, "one CUBIN cached");
+    assert_eq!(std::fs::read(files[0].path()).expect("read"), first);
+    assert_eq!(
+        kernels::compile_cached_in(Some(&dir), (8, 6)).expect("cached"),
+        first
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -296,7 +296,7 @@ impl Gpu {
         // SAFETY: `ctx` was just retained.
         unsafe { cudarc::driver::result::ctx::set_current(ctx) }
             .map_err(|e| fail("cuCtxSetCurrent", format!("{e:?}")))?;
-        let cubin = kernels::compile(info.compute_capability)
+        let cubin = kernels::compile_cached(info.compute_capability)
             .map_err(|e| fail("compiling the kernels", e.to_string()))?;
         let mut module: cu::CUmodule = std::ptr::null_mut();
         // SAFETY: `cubin` is a complete CUBIN image produced by NVRTC for this architecture.
