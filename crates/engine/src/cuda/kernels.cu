@@ -19,6 +19,7 @@ __device__ __forceinline__ void st(float* p, long i, float v) { p[i] = v; }
 struct f16 { u16 bits; };
 struct bf16 { u16 bits; };
 
+#ifndef SUPERRES_HOST
 __device__ __forceinline__ float ld(const f16* p, long i) {
     float r;
     asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(p[i].bits));
@@ -29,6 +30,19 @@ __device__ __forceinline__ void st(f16* p, long i, float v) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(v));
     p[i].bits = r;
 }
+#else
+// The host build of the kernels (tests: a C++ compiler with a grid-emulating shim) converts
+// with the compiler's own IEEE half type, round to nearest even like cvt.rn.
+__device__ __forceinline__ float ld(const f16* p, long i) {
+    _Float16 h;
+    memcpy(&h, &p[i].bits, 2);
+    return (float)h;
+}
+__device__ __forceinline__ void st(f16* p, long i, float v) {
+    _Float16 h = (_Float16)v;
+    memcpy(&p[i].bits, &h, 2);
+}
+#endif
 __device__ __forceinline__ float ld(const bf16* p, long i) {
     return __uint_as_float(((unsigned int)p[i].bits) << 16);
 }

@@ -118,11 +118,22 @@ impl Twin {
 
     /// Runs a batch through the device plan.
     pub fn run(&self, batch: &Batch, io: &Io) -> Result<Vec<Batch>, EngineError> {
+        self.run_with(batch, io, &mut |_, _, _| false)
+    }
+
+    /// [`Twin::run`], offering every step to `exec` first: a step it returns `true` for
+    /// is taken as done (tests run the CUDA C kernels compiled for the host this way).
+    pub fn run_with(
+        &self,
+        batch: &Batch,
+        io: &Io,
+        exec: &mut dyn FnMut(&DevicePlan, &Step, &mut HostArena) -> bool,
+    ) -> Result<Vec<Batch>, EngineError> {
         check_batch(&self.lowered.graph, batch, io)?;
         let plan = DevicePlan::new(&self.lowered, batch.n, batch.h, batch.w)?;
         let p = self.lowered.precision;
         let bytes = p.storage_bytes();
-        let mut arena = Arena {
+        let mut arena = HostArena {
             slots: plan
                 .slot_bytes
                 .iter()
@@ -133,7 +144,9 @@ impl Twin {
         };
         input(&plan, batch, io.input, p, &mut arena.input);
         for step in &plan.steps {
-            self.step(&plan, step, &mut arena);
+            if !exec(&plan, step, &mut arena) {
+                self.step(&plan, step, &mut arena);
+            }
         }
         Ok(plan
             .outputs
@@ -162,7 +175,7 @@ impl Twin {
             .collect())
     }
 
-    fn step(&self, plan: &DevicePlan, step: &Step, arena: &mut Arena) {
+    fn step(&self, plan: &DevicePlan, step: &Step, arena: &mut HostArena) {
         let p = self.lowered.precision;
         let params = &self.lowered.params;
         let n = plan.n;
@@ -391,14 +404,16 @@ impl Twin {
     }
 }
 
-struct Arena {
+/// The buffers of a host run: one `Vec` per plan buffer, values rounded to the storage
+/// precision.
+pub struct HostArena {
     slots: Vec<Vec<f32>>,
     input: Vec<f32>,
     pad: Vec<f32>,
 }
 
-impl Arena {
-    fn get(&self, b: Buf) -> &[f32] {
+impl HostArena {
+    pub fn get(&self, b: Buf) -> &[f32] {
         match b {
             Buf::Input => &self.input,
             Buf::Slot(s) => &self.slots[s],
@@ -406,7 +421,8 @@ impl Arena {
         }
     }
 
-    fn take(&mut self, b: Buf) -> Vec<f32> {
+    /// Takes a buffer out (to write it while reading others); [`HostArena::put`] returns it.
+    pub fn take(&mut self, b: Buf) -> Vec<f32> {
         match b {
             Buf::Input => std::mem::take(&mut self.input),
             Buf::Slot(s) => std::mem::take(&mut self.slots[s]),
@@ -414,7 +430,7 @@ impl Arena {
         }
     }
 
-    fn put(&mut self, b: Buf, v: Vec<f32>) {
+    pub fn put(&mut self, b: Buf, v: Vec<f32>) {
         match b {
             Buf::Input => self.input = v,
             Buf::Slot(s) => self.slots[s] = v,
