@@ -366,7 +366,9 @@ fn the_cuda_c_kernels_reproduce_the_twin_bit_for_bit_on_every_shared_model() {
             let want = twin.run(&batch, &Io::default()).expect("twin");
             let got = twin
                 .run_with(&batch, &Io::default(), &mut |plan, step, arena| {
-                    exec(k, &twin, plan, step, arena)
+                    let done = exec(k, &twin, plan, step, arena);
+                    launched += done as usize;
+                    done
                 })
                 .expect("kernels");
             assert_eq!(got, want, "{}", path.display());
