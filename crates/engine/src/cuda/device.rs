@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_int, c_void};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use cudarc::cudnn::sys as dnn;
 use cudarc::driver::sys as cu;
@@ -236,6 +236,10 @@ struct Pinned {
     bytes: usize,
 }
 
+// SAFETY: page-locked memory owned by this struct alone; any thread may read and write it
+// (the owner synchronises with the copies through the submission's events).
+unsafe impl Send for Pinned {}
+
 impl Pinned {
     fn alloc(bytes: usize) -> Result<Pinned, EngineError> {
         let mut p: *mut c_void = std::ptr::null_mut();
@@ -402,33 +406,55 @@ fn ty(p: Precision) -> &'static str {
 // ---------------------------------------------------------------------------------------
 // Lanes
 
-/// The memory of one run, grown when a larger plan comes.
+/// The device memory of a lane's runs, grown when a larger plan comes. Runs queued on one
+/// lane share it safely: they execute in stream order.
 #[derive(Default)]
 struct RunMemory {
     device: Option<DeviceMem>,
-    pinned_in: Option<Pinned>,
-    pinned_out: Option<Pinned>,
 }
 
 pub struct Lane {
     gpu: Arc<Gpu>,
     stream: cu::CUstream,
     cudnn: dnn::cudnnHandle_t,
-    start: cu::CUevent,
-    done: cu::CUevent,
     memory: RunMemory,
 }
 
-// SAFETY: a lane is used by one thread at a time (the pool hands it out exclusively); its
-// stream, cuDNN handle and event are valid on any thread with the GPU's context current.
+// SAFETY: a lane is used under its mutex, by one thread at a time; its stream and cuDNN
+// handle are valid on any thread with the GPU's context current.
 unsafe impl Send for Lane {}
+
+/// A CUDA event (timing enabled), destroyed with its struct.
+struct Event(cu::CUevent);
+
+impl Event {
+    fn new() -> Result<Event, EngineError> {
+        let mut e: cu::CUevent = std::ptr::null_mut();
+        // SAFETY: out-parameter; the caller made the context current.
+        cu_check(
+            unsafe { cu::cuEventCreate(&mut e, cu::CUevent_flags::CU_EVENT_DEFAULT as u32) },
+            "cuEventCreate",
+        )?;
+        Ok(Event(e))
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if self.0.is_null() {
+            return;
+        }
+        // SAFETY: created in `new`, destroyed once; a pending record completes first.
+        unsafe {
+            let _ = cu::cuEventDestroy_v2(self.0);
+        }
+    }
+}
 
 impl Lane {
     fn open(gpu: &Arc<Gpu>) -> Result<Lane, EngineError> {
         gpu.make_current()?;
         let mut stream: cu::CUstream = std::ptr::null_mut();
-        let mut done: cu::CUevent = std::ptr::null_mut();
-        let mut start: cu::CUevent = std::ptr::null_mut();
         let mut handle: dnn::cudnnHandle_t = std::ptr::null_mut();
         // SAFETY: out-parameters; the context is current.
         unsafe {
@@ -438,15 +464,6 @@ impl Lane {
                     cu::CUstream_flags::CU_STREAM_NON_BLOCKING as u32,
                 ),
                 "cuStreamCreate",
-            )?;
-            // Timing events: a run's device time is read from them.
-            cu_check(
-                cu::cuEventCreate(&mut done, cu::CUevent_flags::CU_EVENT_DEFAULT as u32),
-                "cuEventCreate",
-            )?;
-            cu_check(
-                cu::cuEventCreate(&mut start, cu::CUevent_flags::CU_EVENT_DEFAULT as u32),
-                "cuEventCreate",
             )?;
             dnn_check(dnn::cudnnCreate(&mut handle), "cudnnCreate")?;
             dnn_check(
@@ -458,8 +475,6 @@ impl Lane {
             gpu: gpu.clone(),
             stream,
             cudnn: handle,
-            start,
-            done,
             memory: RunMemory::default(),
         })
     }
@@ -531,40 +546,59 @@ impl Drop for Lane {
             let _ = cu::cuCtxSetCurrent(self.gpu.ctx);
             let _ = cu::cuStreamSynchronize(self.stream);
             let _ = dnn::cudnnDestroy(self.cudnn);
-            let _ = cu::cuEventDestroy_v2(self.done);
-            let _ = cu::cuEventDestroy_v2(self.start);
             let _ = cu::cuStreamDestroy_v2(self.stream);
         }
     }
 }
 
-/// Lanes not in use, shared by every model of the backend.
+/// A lane with the count of submissions queued on it.
+struct LaneSlot {
+    lane: Mutex<Lane>,
+    queued: std::sync::atomic::AtomicUsize,
+}
+
+/// Every lane of the backend, and page-locked buffers of finished submissions for reuse.
+///
+/// A submission never waits for a lane: it goes to the lane with the fewest runs queued
+/// (its stream orders them), so a caller may hold any number of pending runs without
+/// deadlocking other callers, and a GPU always has the next run enqueued behind the current
+/// one.
 struct LanePool {
-    free: Mutex<Vec<Lane>>,
-    ready: Condvar,
-    count: usize,
+    lanes: Vec<LaneSlot>,
+    pinned: Mutex<Vec<Pinned>>,
 }
 
 impl LanePool {
-    fn take(&self, gpu: Option<usize>) -> Lane {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let pick = match gpu {
-                Some(g) => free.iter().position(|l| l.gpu.ordinal == g),
-                None => (!free.is_empty()).then(|| free.len() - 1),
-            };
-            if let Some(i) = pick {
-                return free.swap_remove(i);
+    fn pick(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        (0..self.lanes.len())
+            .min_by_key(|&i| self.lanes[i].queued.load(Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// A pinned buffer of at least `bytes` (the smallest that fits, else a new one).
+    fn pinned(&self, bytes: usize) -> Result<Pinned, EngineError> {
+        let mut free = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let fit = (0..free.len())
+            .filter(|&i| free[i].bytes >= bytes)
+            .min_by_key(|&i| free[i].bytes);
+        match fit {
+            Some(i) => Ok(free.swap_remove(i)),
+            None => {
+                drop(free);
+                Pinned::alloc(bytes)
             }
-            free = self.ready.wait(free).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    fn give(&self, lane: Lane) {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        // Most recently used first out: a warm lane's memory is reused.
-        free.push(lane);
-        self.ready.notify_one();
+    fn give_pinned(&self, p: Pinned) {
+        let mut free = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        free.push(p);
+        // Keep the few largest.
+        if free.len() > 4 * self.lanes.len() {
+            free.sort_by_key(|p| std::cmp::Reverse(p.bytes));
+            free.truncate(4 * self.lanes.len());
+        }
     }
 }
 
@@ -619,15 +653,19 @@ impl Backend {
                 lanes.push(Lane::open(gpu).map_err(|e| Unavailable(e.to_string()))?);
             }
         }
-        let count = lanes.len();
         Ok(Backend {
             gpus,
             precision: options.precision,
             lanes_per_device,
             pool: Arc::new(LanePool {
-                free: Mutex::new(lanes),
-                ready: Condvar::new(),
-                count,
+                lanes: lanes
+                    .into_iter()
+                    .map(|l| LaneSlot {
+                        lane: Mutex::new(l),
+                        queued: std::sync::atomic::AtomicUsize::new(0),
+                    })
+                    .collect(),
+                pinned: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -800,7 +838,13 @@ const WORKSPACE_LIMIT: usize = 512 << 20;
 /// Device bytes of one run of `plan`: the arena, the device transfer buffers and the cuDNN
 /// workspace (at most [`WORKSPACE_LIMIT`]; the real one is usually far smaller, so this is
 /// an upper bound the pipeline can size tiles with).
+///
+/// A plan with a buffer cuDNN cannot describe (2³¹ values or more) takes "all memory", so
+/// the pipeline's tile search never picks it.
 pub fn run_bytes(plan: &DevicePlan) -> usize {
+    if plan.max_buffer_elements() > i32::MAX as usize {
+        return usize::MAX;
+    }
     let ws = WORKSPACE_LIMIT.min(plan.arena_bytes() / 2 + (16 << 20));
     plan.arena_bytes() + plan.transfer_bytes() + ws
 }
@@ -896,6 +940,8 @@ impl DeviceExecutable {
         let free = lane.gpu.free_memory().unwrap_or(0) as usize;
         let ws_limit = WORKSPACE_LIMIT.min(free / 4);
         let layout = Layout::new(plan, ws_limit, &Io::default());
+        // The search writes the lane's buffers: runs queued before it finish first.
+        lane.sync()?;
         ensure_device(lane, layout.total)?;
         let base = lane.memory.device.as_ref().map_or(0, |m| m.ptr);
         let addr = |b: Buf| -> cu::CUdeviceptr {
@@ -1084,15 +1130,17 @@ impl DeviceExecutable {
     }
 
     /// Enqueues the whole run on `lane`; returns the layout the outputs are in.
+    #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &self,
         model: &GpuModel,
         plan: &DevicePlan,
         runs: &PlanRuns,
         lane: &mut Lane,
+        sub: &mut Submission,
         batch: &Batch,
         io: &Io,
-    ) -> Result<Layout, EngineError> {
+    ) -> Result<(), EngineError> {
         let layout = Layout::new(plan, runs.workspace, io);
         ensure_device(lane, layout.total)?;
         let base = lane.memory.device.as_ref().map_or(0, |m| m.ptr);
@@ -1112,12 +1160,13 @@ impl DeviceExecutable {
             HostData::U8(v) => v.clone(),
             HostData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         };
-        let pinned = ensure_pinned(&mut lane.memory.pinned_in, in_bytes.len())?;
+        let pool = &self.backend.pool;
+        let pinned = sub.pinned_in.insert(pool.pinned(in_bytes.len())?);
         pinned.slice(in_bytes.len()).copy_from_slice(&in_bytes);
         let staging_in = base + layout.staging_in as u64;
-        // SAFETY: the event and stream belong to this lane.
+        // SAFETY: the event belongs to this submission, the stream to the lane.
         cu_check(
-            unsafe { cu::cuEventRecord(lane.start, lane.stream) },
+            unsafe { cu::cuEventRecord(sub.start.0, lane.stream) },
             "cuEventRecord",
         )?;
         // SAFETY: the pinned buffer holds `in_bytes.len()` bytes and stays untouched until
@@ -1219,7 +1268,7 @@ impl DeviceExecutable {
                 }
             }
         }
-        let pinned = ensure_pinned(&mut lane.memory.pinned_out, out_total)?;
+        let pinned = sub.pinned_out.insert(pool.pinned(out_total)?);
         let mut at = 0usize;
         for (k, o) in plan.outputs.iter().enumerate() {
             if io.output.is_some() && k > 0 {
@@ -1241,12 +1290,13 @@ impl DeviceExecutable {
             )?;
             at += len;
         }
-        // SAFETY: the event and stream belong to this lane.
+        // SAFETY: the event belongs to this submission, the stream to the lane.
         cu_check(
-            unsafe { cu::cuEventRecord(lane.done, lane.stream) },
+            unsafe { cu::cuEventRecord(sub.done.0, lane.stream) },
             "cuEventRecord",
         )?;
-        Ok(layout)
+        sub.recorded = true;
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1498,15 +1548,6 @@ fn ensure_device(lane: &mut Lane, bytes: usize) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn ensure_pinned(slot: &mut Option<Pinned>, bytes: usize) -> Result<&mut Pinned, EngineError> {
-    if !slot.as_ref().is_some_and(|p| p.bytes >= bytes) {
-        *slot = None;
-        *slot = Some(Pinned::alloc(bytes)?);
-    }
-    slot.as_mut()
-        .ok_or_else(|| EngineError::Device("pinned memory".into()))
-}
-
 /// `cuEventElapsedTime`, looked up by hand: the 13.0 bindings name only its `_v2`, which
 /// drivers before 12.8 lack (a missing symbol would panic inside `cudarc`).
 fn elapsed_ms(start: cu::CUevent, end: cu::CUevent, ms: &mut f32) -> bool {
@@ -1525,18 +1566,57 @@ fn elapsed_ms(start: cu::CUevent, end: cu::CUevent, ms: &mut f32) -> bool {
     }
 }
 
-/// A lane in use; gives it back (after its stream drains) when dropped.
-struct LaneGuard {
-    lane: Option<Lane>,
+/// One submission's own resources: its page-locked transfer buffers and the events that
+/// bracket it on the lane's stream. Dropped (waited for or not), it lets the copies
+/// finish, returns the buffers to the pool and takes itself off the lane's queue.
+struct Submission {
+    gpu: Arc<Gpu>,
     pool: Arc<LanePool>,
+    lane: usize,
+    start: Event,
+    done: Event,
+    recorded: bool,
+    pinned_in: Option<Pinned>,
+    pinned_out: Option<Pinned>,
 }
 
-impl Drop for LaneGuard {
+// SAFETY: events and pinned buffers are usable from any thread with the context current
+// (set before each use); the submission is owned by one `Pending` at a time.
+unsafe impl Send for Submission {}
+
+impl Submission {
+    fn wait(&self) -> Result<(), EngineError> {
+        self.gpu.make_current()?;
+        if !self.recorded {
+            return Err(EngineError::Device("the run was not enqueued".into()));
+        }
+        // SAFETY: the event was recorded on the lane's stream.
+        cu_check(unsafe { cu::cuEventSynchronize(self.done.0) }, "run")
+    }
+}
+
+impl Drop for Submission {
     fn drop(&mut self) {
-        if let Some(lane) = self.lane.take() {
-            let _ = lane.gpu.make_current();
+        let _ = self.gpu.make_current();
+        if self.recorded {
+            // SAFETY: as in `wait`; the copies from and into the pinned buffers end here.
+            unsafe {
+                let _ = cu::cuEventSynchronize(self.done.0);
+            }
+        } else if let Some(slot) = self.pool.lanes.get(self.lane) {
+            // Not fully enqueued (an error midway): drain what was.
+            let lane = slot.lane.lock().unwrap_or_else(|e| e.into_inner());
             let _ = lane.sync();
-            self.pool.give(lane);
+        }
+        for p in [self.pinned_in.take(), self.pinned_out.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.pool.give_pinned(p);
+        }
+        if let Some(slot) = self.pool.lanes.get(self.lane) {
+            slot.queued
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -1545,39 +1625,48 @@ impl Executable for DeviceExecutable {
     fn submit(&self, batch: Batch, io: &Io) -> Result<Pending, EngineError> {
         check_batch(&self.lowered.graph, &batch, io)?;
         let plan = self.plan(batch.n, batch.h, batch.w)?;
-        let mut guard = LaneGuard {
-            lane: Some(self.backend.pool.take(None)),
-            pool: self.backend.pool.clone(),
-        };
-        let lane = guard
-            .lane
-            .as_mut()
+        let pool = &self.backend.pool;
+        let index = pool.pick();
+        let slot = pool
+            .lanes
+            .get(index)
             .ok_or_else(|| EngineError::Device("no lane".into()))?;
-        lane.gpu.make_current()?;
+        slot.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut lane = slot.lane.lock().unwrap_or_else(|e| e.into_inner());
+        let gpu = lane.gpu.clone();
+        // From here on the submission's drop takes it off the lane's queue.
+        let mut sub = Submission {
+            gpu: gpu.clone(),
+            pool: pool.clone(),
+            lane: index,
+            start: Event(std::ptr::null_mut()),
+            done: Event(std::ptr::null_mut()),
+            recorded: false,
+            pinned_in: None,
+            pinned_out: None,
+        };
+        gpu.make_current()?;
+        sub.start = Event::new()?;
+        sub.done = Event::new()?;
         let model = self
             .models
             .iter()
-            .find(|m| Arc::ptr_eq(&m.gpu, &lane.gpu))
+            .find(|m| Arc::ptr_eq(&m.gpu, &gpu))
             .ok_or_else(|| EngineError::Device("model not on this GPU".into()))?;
-        let runs = self.runs(model, &plan, lane)?;
-        self.enqueue(model, &plan, &runs, lane, &batch, io)?;
+        let runs = self.runs(model, &plan, &mut lane)?;
+        let enqueued = self.enqueue(model, &plan, &runs, &mut lane, &mut sub, &batch, io);
+        drop(lane);
+        enqueued?;
         let u8_out = io.output.is_some();
         let last_ms = self.last_ms.clone();
         Ok(Pending::later(move || {
-            let lane = guard
-                .lane
-                .as_mut()
-                .ok_or_else(|| EngineError::Device("no lane".into()))?;
-            lane.gpu.make_current()?;
-            // SAFETY: the event was recorded on this lane's stream.
-            cu_check(unsafe { cu::cuEventSynchronize(lane.done) }, "run")?;
+            sub.wait()?;
             let mut ms = 0.0f32;
-            // SAFETY: both events were recorded on this lane's stream and have completed.
-            if elapsed_ms(lane.start, lane.done, &mut ms) {
+            if elapsed_ms(sub.start.0, sub.done.0, &mut ms) {
                 *last_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(ms as f64);
             }
-            let pinned = lane
-                .memory
+            let pinned = sub
                 .pinned_out
                 .as_mut()
                 .ok_or_else(|| EngineError::Device("no output buffer".into()))?;
@@ -1636,7 +1725,8 @@ impl Executable for DeviceExecutable {
     }
 
     fn lanes(&self) -> usize {
-        self.backend.pool.count
+        // Two runs per lane keep each stream fed: one computing, the next enqueued.
+        2 * self.backend.pool.lanes.len()
     }
 
     fn last_device_ms(&self) -> Option<f64> {

@@ -395,6 +395,8 @@ pub struct DevicePlan {
     pub slot_bytes: Vec<usize>,
     pub input_bytes: usize,
     pub pad_bytes: usize,
+    /// Bytes of one stored value.
+    pub elem_bytes: usize,
     pub steps: Vec<Step>,
     pub outputs: Vec<OutputDesc>,
 }
@@ -563,6 +565,7 @@ impl DevicePlan {
             slot_bytes,
             input_bytes: n * h * w * lowered.cs[input] * bytes,
             pad_bytes,
+            elem_bytes: bytes,
             steps,
             outputs,
         })
@@ -571,6 +574,12 @@ impl DevicePlan {
     /// Device bytes of the run's buffers (the arena, the input, the padding scratch).
     pub fn arena_bytes(&self) -> usize {
         self.slot_bytes.iter().sum::<usize>() + self.input_bytes + self.pad_bytes
+    }
+
+    /// Values of the largest buffer: cuDNN's tensor descriptors count elements in 32 bits.
+    pub fn max_buffer_elements(&self) -> usize {
+        let largest = self.slot_bytes.iter().copied().max().unwrap_or(0);
+        largest.max(self.input_bytes).max(self.pad_bytes) / self.elem_bytes.max(1)
     }
 
     /// Host-visible transfer buffers: the batch's input and every output, at `f32`.

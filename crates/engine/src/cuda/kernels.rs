@@ -91,7 +91,7 @@ pub fn compile(arch: (u32, u32)) -> Result<Vec<u8>, CompileError> {
         "--std=c++17".to_string(),
     ];
     // SAFETY: `prog` was created above and is destroyed once, below.
-    let out = unsafe {
+    unsafe {
         let compiled = result::compile_program(prog, &options);
         let out = match compiled {
             Ok(()) => cubin(prog).map_err(|e| failed(format!("{e:?}"))),
@@ -109,8 +109,7 @@ pub fn compile(arch: (u32, u32)) -> Result<Vec<u8>, CompileError> {
         };
         let _ = result::destroy_program(prog);
         out
-    };
-    out
+    }
 }
 
 /// [`compile`] through a cache of CUBINs on disk (`$SUPERRES_CACHE_DIR`, else

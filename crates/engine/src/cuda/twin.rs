@@ -316,10 +316,10 @@ impl Twin {
                 let (oh, ow) = (h * b, w * b);
                 let s = arena.get(*src).to_vec();
                 let mut out = arena.take(*dst);
-                for i in 0..n * oh * ow * dst_cs {
+                for (i, o) in out[..n * oh * ow * dst_cs].iter_mut().enumerate() {
                     let (px, ch) = (i / dst_cs, i % dst_cs);
                     if ch >= *oc {
-                        out[i] = 0.0;
+                        *o = 0.0;
                         continue;
                     }
                     let (img, rem) = (px / (oh * ow), px % (oh * ow));
@@ -330,7 +330,7 @@ impl Twin {
                     } else {
                         (bi * b + bj) * oc + ch
                     };
-                    out[i] = s[((img * h + sy) * w + sx) * src_cs + sc];
+                    *o = s[((img * h + sy) * w + sx) * src_cs + sc];
                 }
                 arena.put(*dst, out);
             }
@@ -354,16 +354,16 @@ impl Twin {
                     let i0 = (v.floor() as usize).min(len - 1);
                     (i0, (i0 + 1).min(len - 1), v - i0 as f32)
                 };
-                for i in 0..n * oh * ow * dst_cs {
+                for (i, o) in out[..n * oh * ow * dst_cs].iter_mut().enumerate() {
                     let (px, ch) = (i / dst_cs, i % dst_cs);
                     if ch >= *c {
-                        out[i] = 0.0;
+                        *o = 0.0;
                         continue;
                     }
                     let (img, rem) = (px / (oh * ow), px % (oh * ow));
                     let (y, x) = (rem / ow, rem % ow);
                     let at = |yy: usize, xx: usize| s[((img * h + yy) * w + xx) * src_cs + ch];
-                    out[i] = if *bilinear {
+                    *o = if *bilinear {
                         let (y0, y1, fy) = coord(y, *h);
                         let (x0, x1, fx) = coord(x, *w);
                         let top = at(y0, x0) + (at(y0, x1) - at(y0, x0)) * fx;
@@ -443,7 +443,7 @@ impl HostArena {
 fn input(plan: &DevicePlan, batch: &Batch, map: Option<InputMap>, p: Precision, out: &mut [f32]) {
     let (c, cs) = (plan.input_c, plan.input_cs);
     let npix = batch.n * batch.h * batch.w;
-    for i in 0..npix * cs {
+    for (i, o) in out[..npix * cs].iter_mut().enumerate() {
         let (px, ch) = (i / cs, i % cs);
         let v = if ch >= c {
             0.0
@@ -454,7 +454,7 @@ fn input(plan: &DevicePlan, batch: &Batch, map: Option<InputMap>, p: Precision, 
                 (HostData::U8(v), None) => v[px * c + ch] as f32,
             }
         };
-        out[i] = store(v, p);
+        *o = store(v, p);
     }
 }
 
