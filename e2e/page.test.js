@@ -213,6 +213,29 @@ test('phone width: no horizontal scrolling, controls stay usable', async () => {
   await page.close();
 });
 
+test('the footer names the device; a GPU shows its memory and load', async () => {
+  let page = await openPage();
+  await page.waitForSelector('#device:not([hidden])');
+  assert.equal(await page.textContent('#device'), 'Runs on CPU (avx2, 2 threads) · precision exact');
+  await page.close();
+  const cpu = server.mock.devices;
+  server.mock.devices = {
+    backend: 'cuda (NVIDIA H200)', precision: 'fp16',
+    devices: [{ id: 'cuda:0', name: 'NVIDIA H200', memory_total_bytes: 140 * 1024 ** 3,
+      memory_used_bytes: 12 * 1024 ** 3, utilisation_percent: 45.4 }],
+  };
+  try {
+    page = await openPage();
+    await page.waitForSelector('#device:not([hidden])');
+    assert.equal(await page.textContent('#device'),
+      'Runs on cuda:0 NVIDIA H200, 12.0 GiB / 140.0 GiB, 45% busy · precision fp16');
+    assert.deepEqual(page.jsErrors, []);
+    await page.close();
+  } finally {
+    server.mock.devices = cpu;
+  }
+});
+
 test('while the server loads its models, the page says so and picks them up when ready', async () => {
   server.mock.ready = false;
   const page = await browser.context.newPage();

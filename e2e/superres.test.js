@@ -84,6 +84,9 @@ realTest('upload a photo: the result is scale × the input, and the download is 
     const page = await openPage(server.base);
     const label = await page.$eval('#model', (s) => s.selectedOptions[0].textContent);
     assert.equal(label, `${name} — ×${scale}`);
+    // The footer names what the server runs on, as /v1/devices reports it.
+    await page.waitForSelector('#device:not([hidden])');
+    assert.match(await page.textContent('#device'), /^Runs on (CPU \(|cuda:\d)/);
     await page.screenshot({ path: path.join(SHOTS, 'empty.png') });
 
     // A small generated photo: exact sizes.

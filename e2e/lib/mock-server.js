@@ -46,7 +46,11 @@ function startMock(port = 0, opts = {}) {
   const scale = opts.scale || 3;
   const stepMs = opts.stepMs ?? 120;
   const jobs = new Map();
-  const mock = { next: [], ready: opts.ready ?? true, jobs, uploads: 0 };
+  // `mock.devices` is what /v1/devices answers: the CPU unless a test sets a GPU.
+  const mock = { next: [], ready: opts.ready ?? true, jobs, uploads: 0, devices: {
+    backend: 'cpu (avx2, 2 threads)', precision: 'exact',
+    devices: [{ id: 'cpu', name: 'avx2, 2 threads', memory_total_bytes: null, memory_used_bytes: null, utilisation_percent: null }],
+  } };
   let seq = 0;
 
   const json = (res, status, obj, headers = {}) => {
@@ -91,10 +95,11 @@ function startMock(port = 0, opts = {}) {
     if (req.method === 'GET' && p === '/v1/models') {
       if (!mock.ready) return json(res, 503, { error: 'models are loading', code: 'not_ready' }, { 'Retry-After': '1' });
       return json(res, 200, { models: [
-        { name: 'default', family: 'espcn', scale, source: 'builtin', device: 'cpu', default: true },
-        { name: 'fsrcnn_x2', family: 'fsrcnn', scale: 2, source: 'models/fsrcnn_x2.pb', device: 'cpu', default: false },
+        { name: 'default', family: 'espcn', scale, source: 'builtin', device: 'cpu', precision: 'exact', default: true },
+        { name: 'fsrcnn_x2', family: 'fsrcnn', scale: 2, source: 'models/fsrcnn_x2.pb', device: 'cpu', precision: 'exact', default: false },
       ] });
     }
+    if (req.method === 'GET' && p === '/v1/devices') return json(res, 200, mock.devices);
     if (req.method === 'POST' && p === '/v1/jobs') {
       const chunks = [];
       req.on('data', (c) => chunks.push(c));

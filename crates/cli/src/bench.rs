@@ -9,9 +9,11 @@ use std::time::Instant;
 
 use anyhow::bail;
 use clap::Parser;
+use superres_engine::Precision;
 use superres_graph::Tensor;
 use superres_import::Overrides;
-use superres_upscale::{device, registry};
+use superres_upscale::device::{self, DeviceSpec};
+use superres_upscale::registry;
 
 #[derive(Parser)]
 pub struct Args {
@@ -26,8 +28,12 @@ pub struct Args {
     /// Timed runs (after one warm-up).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// auto, cpu, cuda, cuda:N, cuda:N,M or cuda:all.
     #[arg(long, default_value = "auto")]
-    device: String,
+    device: DeviceSpec,
+    /// exact, tf32, fp16 or bf16 [default: fp16 on a GPU; the CPU is always exact].
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -49,7 +55,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let backend = device::backend(&args.device)?;
+    let choice = device::select(&args.device, args.precision)?;
+    eprintln!("device: {choice}");
+    if let Some(note) = &choice.note {
+        eprintln!("note: {note}");
+    }
+    let backend = choice.backend;
+    let precision = backend.precision();
     let entry = registry::resolve(&args.model, args.models.as_deref())?;
     let model = entry
         .source
@@ -82,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let v = serde_json::json!({
             "model": model.name(),
             "device": backend.name(),
+            "precision": precision.name(),
             "size": format!("{w}x{h}"),
             "runs": args.runs,
             "median_ms": median,
@@ -92,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{v}");
     } else {
         println!(
-            "{} on {} at {w}x{h}: median {median:.2} ms, min {min:.2} ms over {} runs; {mp_per_s:.3} MP/s, {gflops:.1} GFLOP/s effective",
+            "{} on {} in {precision} precision at {w}x{h}: median {median:.2} ms, min {min:.2} ms over {} runs; {mp_per_s:.3} MP/s, {gflops:.1} GFLOP/s effective",
             model.name(),
             backend.name(),
             args.runs

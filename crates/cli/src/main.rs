@@ -4,6 +4,7 @@
 //! lives in its own module.
 
 mod bench;
+mod devices;
 mod models;
 mod serve;
 mod upscale;
@@ -32,6 +33,8 @@ enum Command {
     Models(models::Command),
     /// Time a model on a synthetic input.
     Bench(bench::Args),
+    /// Show the CPU and the GPUs this machine can run on, or why no GPU is usable.
+    Devices(devices::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Upscale(args) => upscale::run(args),
         Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Devices(args) => devices::run(args),
     };
     match result {
         Ok(code) => code,

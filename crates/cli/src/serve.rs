@@ -9,8 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use superres_engine::Precision;
 use superres_server::{ConfigLayer, LogFormat, ModelSetup, Server, Settings};
-use superres_upscale::device;
+use superres_upscale::device::{self, DeviceSpec};
 
 #[derive(Parser)]
 #[command(after_help = "\
@@ -21,6 +22,8 @@ in the TOML file given by --config, with the flag's name in snake_case as key, f
     models = \"/srv/models\"
     queue_size = 8
     max_body_mb = 20
+    device = \"cuda:0\"
+    precision = \"fp16\"
 
 Flags win over environment variables, which win over the file.
 Signals: SIGTERM or SIGINT drain and stop (exit 0); SIGHUP reloads the models.")]
@@ -36,9 +39,13 @@ pub struct Args {
     /// `default`, or the only model].
     #[arg(long, env = "SUPERRES_MODEL")]
     model: Option<String>,
-    /// auto, cpu, cuda or cuda:N [default: auto].
+    /// auto (a usable GPU, else the CPU), cpu, cuda (the first usable GPU), cuda:N,
+    /// cuda:N,M or cuda:all [default: auto]. The choice and its reason are logged at start.
     #[arg(long, env = "SUPERRES_DEVICE")]
-    device: Option<String>,
+    device: Option<DeviceSpec>,
+    /// exact, tf32, fp16 or bf16 [default: fp16 on a GPU; the CPU is always exact].
+    #[arg(long, env = "SUPERRES_PRECISION")]
+    precision: Option<Precision>,
     /// Images that may wait for a worker; beyond it requests get 429 [default: 5].
     #[arg(long, env = "SUPERRES_QUEUE_SIZE")]
     queue_size: Option<usize>,
@@ -88,6 +95,7 @@ impl Args {
             models: self.models,
             model: self.model,
             device: self.device,
+            precision: self.precision,
             queue_size: self.queue_size,
             workers: self.workers,
             max_pixels: self.max_pixels,
@@ -113,11 +121,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let settings = Settings::from_layers(flags, file)?;
     superres_server::init_tracing(settings.log_format);
-    let backend = device::backend(&settings.device)?;
+    let choice = device::select(&settings.device, settings.precision)?;
+    tracing::info!(requested = %choice.requested, "device: {choice}");
+    if let Some(note) = &choice.note {
+        tracing::warn!("{note}");
+    }
     let models = ModelSetup::Disk {
         dir: settings.models_dir.clone(),
         model: settings.default_model.clone(),
-        backend,
+        backend: choice.backend,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

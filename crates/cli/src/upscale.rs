@@ -10,10 +10,12 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use superres_engine::Precision;
 use superres_imaging::decode::{Limits, decode};
 use superres_imaging::encode::{EncodeOptions, OutputFormat, encode_to};
 use superres_import::{Family, Overrides};
-use superres_upscale::{Model, Options, device, registry, upscale};
+use superres_upscale::device::{self, DeviceSpec};
+use superres_upscale::{Model, Options, registry, upscale};
 
 #[derive(Parser)]
 pub struct Args {
@@ -29,9 +31,13 @@ pub struct Args {
     /// Folder of named models.
     #[arg(long, env = "SUPERRES_MODELS")]
     models: Option<PathBuf>,
-    /// auto, cpu, cuda or cuda:N.
+    /// auto (a usable GPU, else the CPU), cpu, cuda (the first usable GPU), cuda:N,
+    /// cuda:N,M or cuda:all. `superres devices` shows what this machine has.
     #[arg(long, default_value = "auto", env = "SUPERRES_DEVICE")]
-    device: String,
+    device: DeviceSpec,
+    /// exact, tf32, fp16 or bf16 [default: fp16 on a GPU; the CPU is always exact].
+    #[arg(long, env = "SUPERRES_PRECISION")]
+    precision: Option<Precision>,
     /// Tile side in input pixels (0: whole image). Default: from --memory-budget-mb.
     #[arg(long)]
     tile: Option<usize>,
@@ -140,7 +146,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|f| f.parse::<OutputFormat>().map_err(anyhow::Error::msg))
         .transpose()?;
-    let backend = device::backend(&args.device)?;
+    let choice = device::select(&args.device, args.precision)?;
+    eprintln!("device: {choice}");
+    if let Some(note) = &choice.note {
+        eprintln!("note: {note}");
+    }
+    let backend = choice.backend;
     let entry = registry::resolve(&args.model, args.models.as_deref())?;
     let overrides = Overrides {
         family: args.family,

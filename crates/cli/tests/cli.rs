@@ -188,3 +188,260 @@ fn max_input_side_downscales_before_upscaling() {
         "12×6 capped to 6×3, then ×4"
     );
 }
+
+/// What is missing for a GPU on this machine, as the engine reports it; `None` (and the
+/// GPU-less assertions skipped) on a machine with a usable GPU.
+fn gpu_missing() -> Option<String> {
+    match superres_engine::cuda::probe().usable() {
+        Ok(()) => {
+            eprintln!("SKIPPED: this machine has a usable GPU; the no-GPU assertions do not apply");
+            None
+        }
+        Err(e) => Some(e.0),
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn devices_reports_the_cpu_and_why_no_gpu_is_usable() {
+    let out = run(bin().arg("devices"));
+    assert!(out.status.success(), "a report exits 0");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let isa = superres_engine::cpu::Isa::detect().name();
+    assert!(text.contains(&format!("instruction set: {isa}")), "{text}");
+    assert!(text.contains("threads:"), "{text}");
+    for part in ["driver:", "NVRTC:", "cuDNN:"] {
+        assert!(text.contains(part), "{part} missing in {text}");
+    }
+    if let Some(missing) = gpu_missing() {
+        assert!(
+            text.contains(&format!("no usable GPU: {missing}\n")),
+            "{text}"
+        );
+        assert!(text.contains("--device auto uses the CPU"), "{text}");
+    }
+
+    let out = run(bin().args(["devices", "--json"]));
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["cpu"]["isa"], isa);
+    assert!(v["cpu"]["threads"].as_u64().is_some_and(|n| n >= 1), "{v}");
+    for lib in ["driver", "nvrtc", "cudnn"] {
+        let l = &v["cuda"][lib];
+        assert!(
+            l["path"].is_string() || l["error"].is_string(),
+            "{lib}: path or error in {v}"
+        );
+    }
+    assert!(v["cuda"]["gpus"].is_array(), "{v}");
+    if let Some(missing) = gpu_missing() {
+        assert_eq!(v["cuda"]["usable"], false);
+        assert_eq!(v["cuda"]["unusable_reason"], missing.as_str());
+        assert_eq!(v["auto"], "cpu");
+    }
+}
+
+#[test]
+fn upscale_on_auto_runs_on_the_cpu_and_says_why() {
+    let Some(missing) = gpu_missing() else { return };
+    let dir = temp_dir("auto");
+    let input = dir.join("p.png");
+    write_png(&input, 5, 4);
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&input)
+        .args(["--device", "auto", "--quiet", "--model"])
+        .arg(fixture_model()));
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("device: cpu ("), "{err}");
+    assert!(
+        err.contains(&format!(", precision exact — no usable GPU: {missing}\n")),
+        "the reason names what is missing: {err}"
+    );
+    let img = image::open(dir.join("p_x4.png")).expect("the output is written");
+    assert_eq!((img.width(), img.height()), (20, 16));
+
+    // A GPU precision through auto: still the CPU, exact, with a note.
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&input)
+        .args([
+            "--device",
+            "auto",
+            "--precision",
+            "fp16",
+            "--quiet",
+            "--model",
+        ])
+        .arg(fixture_model()));
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(", precision exact — no usable GPU: "), "{err}");
+    assert!(
+        err.contains("note: precision fp16 applies to GPUs only; the CPU computes exactly"),
+        "{err}"
+    );
+}
+
+#[test]
+fn upscale_on_cuda_without_a_gpu_fails_naming_what_is_missing() {
+    let Some(missing) = gpu_missing() else { return };
+    let dir = temp_dir("cuda");
+    let input = dir.join("p.png");
+    write_png(&input, 4, 4);
+    for device in ["cuda", "cuda:0", "cuda:1", "cuda:all", "cuda:0,1"] {
+        let out = run(bin()
+            .arg("upscale")
+            .arg(&input)
+            .args(["--device", device, "--quiet", "--model"])
+            .arg(fixture_model()));
+        assert_eq!(out.status.code(), Some(1), "{device}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "error: device '{device}' is not available: {missing}"
+            )),
+            "{device}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!dir.join("p_x4.png").exists(), "nothing is written");
+}
+
+#[test]
+fn unknown_devices_and_precisions_are_clear_errors() {
+    let dir = temp_dir("badargs");
+    let input = dir.join("p.png");
+    write_png(&input, 4, 4);
+    for (args, says) in [
+        (
+            &["--device", "tpu"][..],
+            "unknown device 'tpu' (expected auto, cpu, cuda",
+        ),
+        (&["--device", "cuda:x"][..], "'x' is not a GPU ordinal"),
+        (&["--device", "cuda:0,0"][..], "GPU 0 is listed twice"),
+        (
+            &["--precision", "fp8"][..],
+            "unknown precision 'fp8' (expected exact, tf32, fp16 or bf16)",
+        ),
+    ] {
+        let out = run(bin().arg("upscale").arg(&input).args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: a usage error");
+        let err = stderr(&out);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // The CPU computes exactly: another precision asked of it is refused.
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&input)
+        .args(["--device", "cpu", "--precision", "bf16", "--model"])
+        .arg(fixture_model()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "precision 'bf16' needs a GPU: the CPU computes in exact (f32) precision only"
+        ),
+        "{err}"
+    );
+    // The same checks apply to bench and serve.
+    let out = run(bin().args(["bench", "--precision", "fp8"]));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(bin().args(["serve", "--device", "tpu"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown device 'tpu'"));
+    let out = run(bin()
+        .args(["serve", "--bind", "127.0.0.1:0", "--device", "cpu"])
+        .env("SUPERRES_PRECISION", "fp16"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("precision 'fp16' needs a GPU"));
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "precision = \"fp8\"\n").unwrap();
+    let out = run(bin()
+        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+        .arg(&config));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.toml") && err.contains("unknown precision 'fp8'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_json_reports_the_precision() {
+    let out = run(bin()
+        .args(["bench", "--size", "8x8", "--runs", "1", "--json"])
+        .args(["--device", "cpu", "--precision", "exact", "--model"])
+        .arg(fixture_model()));
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["precision"], "exact");
+    assert!(v["device"].as_str().unwrap().starts_with("cpu ("), "{v}");
+}
+
+/// `serve --device auto` logs the device it chose and why, before it listens.
+#[test]
+fn serve_logs_the_device_and_the_reason() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let mut child = bin()
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--device",
+            "auto",
+            "--model",
+        ])
+        .arg(fixture_model())
+        .env("SUPERRES_LOG", "info")
+        .env("SUPERRES_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let done = line.contains("listening");
+            if tx.send(line).is_err() || done {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        let done = line.contains("listening");
+        log.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join("\n");
+    assert!(log.contains("listening"), "the server started: {log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("device: "))
+        .unwrap_or_else(|| panic!("no device line in the log:\n{log}"));
+    assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains("requested=auto"), "{line}");
+    if let Some(missing) = gpu_missing() {
+        assert!(line.contains("device: cpu ("), "{line}");
+        assert!(
+            line.contains(&format!("no usable GPU: {missing}")),
+            "{line}"
+        );
+        assert!(line.contains(", precision exact — "), "{line}");
+    }
+}

@@ -14,6 +14,7 @@
     zoom: $('zoom'), zoomIn: $('zoom-in'), zoomOut: $('zoom-out'), pixelated: $('pixelated'),
     viewport: $('viewport'), stage: $('stage'), before: $('before'), after: $('after'),
     beforeClip: $('before-clip'), divider: $('divider'), split: $('split'),
+    device: $('device'),
   };
 
   const state = {
@@ -189,7 +190,7 @@
       const opt = document.createElement('option');
       opt.value = m.name;
       opt.textContent = `${m.name} — ×${m.scale}`;
-      opt.title = [m.family, m.device, m.source].filter(Boolean).join(' · ');
+      opt.title = [m.family, m.device, m.precision, m.source].filter(Boolean).join(' · ');
       el.model.append(opt);
     }
     if (!list.length) {
@@ -209,6 +210,38 @@
     el.model.disabled = true;
     updateSubmit();
     setTimeout(() => loadModels(attempt + 1), Math.min(10000, 1000 * 2 ** attempt));
+  }
+
+  // ---------- device ----------
+
+  const fmtGiB = (n) => `${(n / 1024 ** 3).toFixed(1)} GiB`;
+
+  /** One device from /v1/devices in words: `cuda:0 NVIDIA H200, 12.0 / 140.0 GiB, 45% busy`. */
+  function deviceText(d) {
+    let text = d.id === 'cpu' ? `CPU (${d.name})` : `${d.id} ${d.name}`;
+    if (d.memory_used_bytes != null && d.memory_total_bytes) {
+      text += `, ${fmtGiB(d.memory_used_bytes)} / ${fmtGiB(d.memory_total_bytes)}`;
+    }
+    if (d.utilisation_percent != null) text += `, ${Math.round(d.utilisation_percent)}% busy`;
+    return text;
+  }
+
+  /** Shows what the models run on in the footer; GPUs' memory and load are refreshed. */
+  async function loadDevices() {
+    let body;
+    try {
+      const res = await fetch('/v1/devices', { headers: { Accept: 'application/json' } });
+      if (!res.ok) return;
+      body = await res.json();
+    } catch { return; }
+    const devices = Array.isArray(body.devices) ? body.devices : [];
+    if (!devices.length) return;
+    el.device.textContent = `Runs on ${devices.map(deviceText).join('; ')} · precision ${body.precision}`;
+    el.device.title = body.backend || '';
+    el.device.hidden = false;
+    if (devices.some((d) => d.memory_used_bytes != null || d.utilisation_percent != null)) {
+      setTimeout(loadDevices, 10000);
+    }
   }
 
   // ---------- file choice ----------
@@ -563,4 +596,5 @@
   el.viewport.addEventListener('pointercancel', endDrag);
 
   loadModels();
+  loadDevices();
 })();

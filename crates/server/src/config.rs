@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use superres_engine::Precision;
+use superres_upscale::device::DeviceSpec;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -44,7 +46,10 @@ pub struct ConfigLayer {
     pub bind: Option<String>,
     pub models: Option<PathBuf>,
     pub model: Option<String>,
-    pub device: Option<String>,
+    #[serde(default, deserialize_with = "parsed")]
+    pub device: Option<DeviceSpec>,
+    #[serde(default, deserialize_with = "parsed")]
+    pub precision: Option<Precision>,
     pub queue_size: Option<usize>,
     pub workers: Option<usize>,
     pub max_pixels: Option<u64>,
@@ -57,6 +62,18 @@ pub struct ConfigLayer {
     pub tile: Option<usize>,
     pub memory_budget_mb: Option<usize>,
     pub log_format: Option<LogFormat>,
+}
+
+/// A TOML string read with the type's `FromStr`, so the file accepts exactly what the flag
+/// does (`device = "cuda:0,1"`, `precision = "fp16"`) and says the same thing when it does not.
+fn parsed<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// Why a configuration file could not be used.
@@ -94,6 +111,7 @@ impl ConfigLayer {
             models: self.models.or(below.models),
             model: self.model.or(below.model),
             device: self.device.or(below.device),
+            precision: self.precision.or(below.precision),
             queue_size: self.queue_size.or(below.queue_size),
             workers: self.workers.or(below.workers),
             max_pixels: self.max_pixels.or(below.max_pixels),
@@ -120,8 +138,12 @@ pub struct Settings {
     pub models_dir: Option<PathBuf>,
     /// Model for requests that name none: a registry name or a file path.
     pub default_model: Option<String>,
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    /// `auto`, `cpu`, `cuda`, `cuda:N`, `cuda:N,M` or `cuda:all`
+    /// (see [`superres_upscale::device`]).
+    pub device: DeviceSpec,
+    /// The GPU's precision; `None` is [`superres_engine::cuda::DEFAULT_PRECISION`] on a GPU.
+    /// The CPU is always exact (`cpu` with another precision is refused at start).
+    pub precision: Option<Precision>,
     /// Images that may wait for a worker; one more is refused with 429.
     pub queue_size: usize,
     /// Inference threads. Each run already spreads over every core, so 1 is the default.
@@ -153,7 +175,8 @@ impl Default for Settings {
             bind: "127.0.0.1:8080".into(),
             models_dir: None,
             default_model: None,
-            device: "auto".into(),
+            device: DeviceSpec::Auto,
+            precision: None,
             queue_size: 5,
             workers: 1,
             max_pixels: 16_777_216,
@@ -181,6 +204,7 @@ impl Settings {
             models_dir: c.models,
             default_model: c.model,
             device: c.device.unwrap_or(d.device),
+            precision: c.precision.or(d.precision),
             queue_size: c.queue_size.unwrap_or(d.queue_size),
             workers: c.workers.unwrap_or(d.workers),
             max_pixels: c.max_pixels.unwrap_or(d.max_pixels),
@@ -241,6 +265,32 @@ mod tests {
     fn unknown_keys_in_the_file_are_refused() {
         let err = toml::from_str::<ConfigLayer>("queue_sise = 9").unwrap_err();
         assert!(err.to_string().contains("queue_sise"), "{err}");
+    }
+
+    #[test]
+    fn device_and_precision_come_from_the_file_and_are_checked() {
+        let file: ConfigLayer =
+            toml::from_str("device = \"cuda:0,1\"\nprecision = \"bf16\"").unwrap();
+        let s = Settings::from_layers(ConfigLayer::default(), file.clone()).unwrap();
+        assert_eq!(s.device.to_string(), "cuda:0,1");
+        assert_eq!(s.precision, Some(Precision::Bf16));
+        let flags = ConfigLayer {
+            device: Some(DeviceSpec::Cpu),
+            precision: Some(Precision::Exact),
+            ..ConfigLayer::default()
+        };
+        let s = Settings::from_layers(flags, file).unwrap();
+        assert_eq!(
+            (s.device, s.precision),
+            (DeviceSpec::Cpu, Some(Precision::Exact))
+        );
+        let d = Settings::from_layers(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        assert_eq!((d.device, d.precision), (DeviceSpec::Auto, None));
+
+        let err = toml::from_str::<ConfigLayer>("precision = \"fp8\"").unwrap_err();
+        assert!(err.to_string().contains("unknown precision 'fp8'"), "{err}");
+        let err = toml::from_str::<ConfigLayer>("device = \"tpu\"").unwrap_err();
+        assert!(err.to_string().contains("unknown device 'tpu'"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use axum::{Json, Router, middleware};
 use futures_util::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use superres_engine::{DeviceStatus, Precision};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -29,7 +30,7 @@ use crate::assets;
 use crate::error::{ApiError, json_errors};
 use crate::models::ModelRegistry;
 use crate::queue::{JobOutput, JobQueue, JobRequest, JobStatus};
-use crate::telemetry::track_requests;
+use crate::telemetry::{record_devices, track_requests};
 use crate::upload::{Upload, check_header};
 
 /// Everything a handler can reach.
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/result", get(job_result))
         .route("/v1/models", get(list_models))
         .route("/v1/models/reload", post(reload_models))
+        .route("/v1/devices", get(list_devices))
         .fallback(not_found)
         .with_state(state)
         .layer(
@@ -142,7 +144,60 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
     }))
 }
 
+/// `GET /v1/devices`: the backend the models run on and its devices, as
+/// [`Backend::status`](superres_engine::Backend::status) reports them now.
+#[derive(Serialize)]
+struct DeviceList {
+    /// e.g. `cpu (avx512, 2 threads)`.
+    backend: String,
+    precision: &'static str,
+    devices: Vec<DeviceView>,
+}
+
+#[derive(Serialize)]
+struct DeviceView {
+    /// `cpu` or `cuda:N`.
+    id: String,
+    name: String,
+    memory_total_bytes: Option<u64>,
+    memory_used_bytes: Option<u64>,
+    utilisation_percent: Option<f64>,
+}
+
+impl From<DeviceStatus> for DeviceView {
+    fn from(d: DeviceStatus) -> Self {
+        DeviceView {
+            id: d.id,
+            name: d.name,
+            memory_total_bytes: d.memory_total_bytes,
+            memory_used_bytes: d.memory_used_bytes,
+            utilisation_percent: d.utilisation_percent,
+        }
+    }
+}
+
+/// The backend's device status, read off the async runtime (NVML queries block briefly).
+async fn device_status(app: &AppState) -> Result<(String, Precision, Vec<DeviceStatus>), ApiError> {
+    let backend = Arc::clone(app.models.backend());
+    tokio::task::spawn_blocking(move || (backend.name(), backend.precision(), backend.status()))
+        .await
+        .map_err(|e| ApiError::internal(format!("the device status could not be read: {e}")))
+}
+
+async fn list_devices(State(app): State<AppState>) -> Result<Json<DeviceList>, ApiError> {
+    let (backend, precision, devices) = device_status(&app).await?;
+    Ok(Json(DeviceList {
+        backend,
+        precision: precision.name(),
+        devices: devices.into_iter().map(DeviceView::from).collect(),
+    }))
+}
+
 async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
+    match device_status(&app).await {
+        Ok((_, precision, devices)) => record_devices(&devices, precision),
+        Err(e) => tracing::warn!("{e}"),
+    }
     app.metrics.run_upkeep();
     (
         [(

@@ -18,7 +18,8 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use superres_server::{ModelSetup, Server, Settings};
 //! let settings = Settings { bind: "127.0.0.1:0".into(), ..Settings::default() };
-//! let backend = superres_upscale::device::backend("cpu")?;
+//! use superres_upscale::device::{DeviceSpec, select};
+//! let backend = select(&DeviceSpec::Auto, None)?.backend;
 //! let models = ModelSetup::Disk { dir: Some("models".into()), model: None, backend };
 //! let server = Server::bind(settings, models).await?;
 //! server.handle().watch_signals();

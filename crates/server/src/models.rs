@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
-use superres_engine::Backend;
+use superres_engine::{Backend, Precision};
 use superres_import::Overrides;
 use superres_upscale::registry::{self, DEFAULT_MODEL, ModelSource};
 use superres_upscale::{Model, UpscaleError};
@@ -24,10 +24,12 @@ use crate::error::ApiError;
 
 /// Where the models come from.
 pub enum ModelSetup {
-    /// Models already prepared by the caller (tests, embedding); a reload keeps them.
+    /// Models already prepared by the caller on `backend` (tests, embedding); a reload keeps
+    /// them. The backend is what `/v1/devices` and the device metrics report.
     Loaded {
         models: Vec<Model>,
         default: Option<String>,
+        backend: Arc<dyn Backend>,
     },
     /// Models read from disk: every model of `dir` (see DESIGN.md) plus `model` when it is a
     /// file path; `model` (a name or a path) is also the default.
@@ -77,7 +79,10 @@ pub struct ModelView {
     pub family: &'static str,
     pub scale: usize,
     pub source: String,
+    /// The backend it runs on, e.g. `cpu (avx512, 2 threads)`.
     pub device: String,
+    /// `exact`, `tf32`, `fp16` or `bf16`.
+    pub precision: &'static str,
     pub default: bool,
 }
 
@@ -99,6 +104,15 @@ pub struct ModelRegistry {
     reloading: Mutex<()>,
 }
 
+impl ModelSetup {
+    /// The backend the models run on.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        match self {
+            ModelSetup::Loaded { backend, .. } | ModelSetup::Disk { backend, .. } => backend,
+        }
+    }
+}
+
 impl ModelRegistry {
     pub fn new(setup: ModelSetup) -> ModelRegistry {
         ModelRegistry {
@@ -107,6 +121,11 @@ impl ModelRegistry {
             last_error: Mutex::new(None),
             reloading: Mutex::new(()),
         }
+    }
+
+    /// The backend every model of this registry runs on.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        self.setup.backend()
     }
 
     /// Whether a catalog is in place (the service is ready).
@@ -166,7 +185,7 @@ impl ModelRegistry {
         self.catalog
             .load()
             .as_ref()
-            .map(|c| views(c))
+            .map(|c| views(c, self.backend().precision()))
             .unwrap_or_default()
     }
 
@@ -178,7 +197,9 @@ impl ModelRegistry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let result = match &self.setup {
-            ModelSetup::Loaded { models, default } => Ok((
+            ModelSetup::Loaded {
+                models, default, ..
+            } => Ok((
                 Catalog {
                     models: models
                         .iter()
@@ -209,7 +230,7 @@ impl ModelRegistry {
         match result {
             Ok((catalog, errors)) => {
                 let report = ReloadReport {
-                    models: views(&catalog),
+                    models: views(&catalog, self.backend().precision()),
                     errors,
                 };
                 metrics::gauge!("superres_models_loaded").set(catalog.models.len() as f64);
@@ -324,7 +345,7 @@ fn single_name(models: &[Model]) -> Option<String> {
     }
 }
 
-fn views(catalog: &Catalog) -> Vec<ModelView> {
+fn views(catalog: &Catalog, precision: Precision) -> Vec<ModelView> {
     catalog
         .models
         .iter()
@@ -336,6 +357,7 @@ fn views(catalog: &Catalog) -> Vec<ModelView> {
                 scale: info.scale,
                 source: info.source.clone(),
                 device: info.device.clone(),
+                precision: precision.name(),
                 default: catalog.default.as_deref() == Some(name.as_str()),
             }
         })

@@ -10,7 +10,10 @@
 //! `http_request_duration_seconds{route}`, `queue_depth`, `jobs_in_flight`,
 //! `queue_wait_seconds`, `run_seconds{model}`, `rejected_total{reason}`,
 //! `jobs_total{status}`, `pixels_processed_total`, `model_load_seconds{model}`,
-//! `models_loaded`.
+//! `models_loaded`, and per device, refreshed on every scrape by [`record_devices`]:
+//! `device_info{device,name,precision}` (always 1), `device_memory_total_bytes{device}`,
+//! `device_memory_used_bytes{device}`, `device_utilisation_percent{device}` (the last three
+//! where the backend knows them: GPUs through NVML).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -20,6 +23,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use superres_engine::{DeviceStatus, Precision};
 
 use crate::config::LogFormat;
 
@@ -115,6 +119,50 @@ fn describe() {
         "Time to load and prepare a model"
     );
     describe_gauge!("superres_models_loaded", "Models in the current catalog");
+    describe_gauge!(
+        "superres_device_info",
+        "The devices models run on (always 1), with their name and precision"
+    );
+    describe_gauge!(
+        "superres_device_memory_total_bytes",
+        Unit::Bytes,
+        "Memory of the device"
+    );
+    describe_gauge!(
+        "superres_device_memory_used_bytes",
+        Unit::Bytes,
+        "Memory in use on the device (by every process)"
+    );
+    describe_gauge!(
+        "superres_device_utilisation_percent",
+        Unit::Percent,
+        "Percent of the last sampling period the device was busy"
+    );
+}
+
+/// Sets the per-device gauges from a backend's [`Backend::status`](superres_engine::Backend::status).
+pub fn record_devices(devices: &[DeviceStatus], precision: Precision) {
+    for d in devices {
+        let id = d.id.clone();
+        metrics::gauge!(
+            "superres_device_info",
+            "device" => id.clone(),
+            "name" => d.name.clone(),
+            "precision" => precision.name()
+        )
+        .set(1.0);
+        if let Some(v) = d.memory_total_bytes {
+            metrics::gauge!("superres_device_memory_total_bytes", "device" => id.clone())
+                .set(v as f64);
+        }
+        if let Some(v) = d.memory_used_bytes {
+            metrics::gauge!("superres_device_memory_used_bytes", "device" => id.clone())
+                .set(v as f64);
+        }
+        if let Some(v) = d.utilisation_percent {
+            metrics::gauge!("superres_device_utilisation_percent", "device" => id).set(v);
+        }
+    }
 }
 
 /// Counts every request by matched route (never the raw path, which would let clients

@@ -109,6 +109,7 @@ async fn a_job_goes_from_queued_to_done_and_its_result_is_the_image() {
         ModelSetup::Loaded {
             models: vec![tiny_model("m", 2, Family::Rgb)],
             default: None,
+            backend: superres_upscale::device::cpu(),
         },
         slow,
     )
@@ -229,6 +230,7 @@ async fn delete_removes_a_queued_job_and_stops_a_running_one_at_the_next_tile() 
         ModelSetup::Loaded {
             models: vec![tiny_model("m", 2, Family::Rgb)],
             default: None,
+            backend: superres_upscale::device::cpu(),
         },
         slow.clone(),
     )
@@ -347,6 +349,7 @@ async fn a_panicking_model_fails_its_job_with_500_and_the_server_keeps_serving()
                 tiny_model("explode", 2, Family::Rgb),
             ],
             default: Some("m".into()),
+            backend: superres_upscale::device::cpu(),
         },
         SlowUpscaler::new(0, Duration::ZERO),
     )
@@ -417,6 +420,7 @@ async fn a_job_over_the_timeout_is_stopped() {
         ModelSetup::Loaded {
             models: vec![tiny_model("m", 2, Family::Rgb)],
             default: None,
+            backend: superres_upscale::device::cpu(),
         },
         SlowUpscaler::new(100, Duration::from_millis(20)),
     )
@@ -460,6 +464,7 @@ async fn health_readiness_models_metrics_and_the_page() {
         models[0]["device"].as_str().unwrap().starts_with("cpu"),
         "{list}"
     );
+    assert_eq!(models[0]["precision"], "exact");
     assert_eq!(models[0]["default"], true);
     assert_eq!(models[1]["family"], "y");
     assert_eq!(models[1]["scale"], 4);
@@ -513,9 +518,56 @@ async fn health_readiness_models_metrics_and_the_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_endpoint_and_device_metrics_show_the_cpu() {
+    let server = start_with_models(settings(), vec![tiny_model("a", 2, Family::Rgb)]).await;
+    let http = client();
+
+    let r = http.get(server.url("/v1/devices")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["backend"].as_str().unwrap().starts_with("cpu ("),
+        "{body}"
+    );
+    assert_eq!(body["precision"], "exact");
+    let devices = body["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{body}");
+    assert_eq!(devices[0]["id"], "cpu");
+    assert!(
+        devices[0]["name"].as_str().unwrap().contains("threads"),
+        "{body}"
+    );
+    // Host memory and load are not a device's: unknown, not zero.
+    assert!(devices[0]["memory_total_bytes"].is_null(), "{body}");
+    assert!(devices[0]["utilisation_percent"].is_null(), "{body}");
+
+    let text = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("superres_device_info{"))
+        .unwrap_or_else(|| panic!("no superres_device_info in /metrics:\n{text}"));
+    assert!(info.contains("device=\"cpu\""), "{info}");
+    assert!(info.contains("precision=\"exact\""), "{info}");
+    assert!(info.ends_with(" 1"), "{info}");
+    // No memory gauge for a device whose memory is unknown.
+    assert!(
+        !text.contains("superres_device_memory_used_bytes{device=\"cpu\"}"),
+        "{text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_until_models_load_then_reload_makes_it_ready() {
     let dir = temp_dir("ready");
-    let backend = superres_upscale::device::backend("cpu").unwrap();
+    let backend = superres_upscale::device::cpu();
     let server = start(
         settings(),
         // The default model is named but not in the folder yet (the built-in models are
@@ -600,6 +652,7 @@ async fn an_enhance_client_that_disconnects_frees_its_worker() {
         ModelSetup::Loaded {
             models: vec![tiny_model("m", 2, Family::Rgb)],
             default: None,
+            backend: superres_upscale::device::cpu(),
         },
         SlowUpscaler::new(100, Duration::from_millis(20)),
     )

@@ -20,6 +20,7 @@ async fn forty_concurrent_uploads_get_only_200_or_429_and_the_server_recovers() 
         ModelSetup::Loaded {
             models: vec![tiny_model("m", 2, Family::Rgb)],
             default: None,
+            backend: superres_upscale::device::cpu(),
         },
         SlowUpscaler::new(3, Duration::from_millis(25)),
     )
@@ -96,6 +97,7 @@ async fn shutdown_during_load_completes_every_accepted_job() {
         ModelSetup::Loaded {
             models: vec![tiny_model("m", 2, Family::Rgb)],
             default: None,
+            backend: superres_upscale::device::cpu(),
         },
         slow.clone(),
     )
@@ -188,7 +190,7 @@ async fn flipping_current_and_reloading_under_load_fails_no_request() {
         .unwrap();
     }
     std::os::unix::fs::symlink("1", dir.join("compact/current")).unwrap();
-    let backend = superres_upscale::device::backend("cpu").unwrap();
+    let backend = superres_upscale::device::cpu();
     let server = start(
         Settings {
             queue_size: 64,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use superres_engine::cpu::CpuBackend;
 use superres_graph::{Conv2d, DepthToSpaceMode, Graph, Op};
 use superres_import::{Family, Format, ImportedModel};
 use superres_server::{
@@ -59,7 +58,8 @@ pub fn tiny_model(name: &str, scale: usize, family: Family) -> Model {
         scale,
         format: Format::Onnx,
     };
-    Model::prepare(name, "test", imported, &CpuBackend::new()).expect("prepare tiny model")
+    let cpu = superres_upscale::device::cpu();
+    Model::prepare(name, "test", imported, cpu.as_ref()).expect("prepare tiny model")
 }
 
 /// Settings for a test server: an ephemeral port and short timeouts.
@@ -112,7 +112,11 @@ pub async fn start_with_models(settings: Settings, models: Vec<Model>) -> TestSe
     let default = models.first().map(|m| m.name().to_string());
     start(
         settings,
-        ModelSetup::Loaded { models, default },
+        ModelSetup::Loaded {
+            models,
+            default,
+            backend: superres_upscale::device::cpu(),
+        },
         Arc::new(Pipeline),
     )
     .await
