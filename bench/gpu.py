@@ -343,11 +343,13 @@ def run_all(a):
     if dev != "cpu":
         pj, _ = run([sr, "devices", "--json"], 60, check=False)
         try:
-            gpus = [g for g in json.loads(pj.stdout).get("cuda", {}).get("gpus", []) if g.get("usable", True) is True or g.get("usable") == "yes"]
-        except (ValueError, AttributeError):
-            gpus = []
-        report("a usable GPU", "yes" if p.returncode == 0 and "cuda:0" in p.stdout else "no",
-               p.returncode == 0 and "cuda:0" in p.stdout)
+            cuda = json.loads(pj.stdout)["cuda"]
+            usable, why = bool(cuda["usable"]), cuda.get("unusable_reason") or ""
+        except (ValueError, KeyError, TypeError) as e:
+            usable, why = False, f"unreadable devices --json: {e}"
+        report("a usable GPU", "yes" if usable else f"no: {why}", usable)
+        if not usable:
+            return 1
 
     print("## 2. full-size EDSR models", flush=True)
     for s, digest in EDSR_FULL.items():

@@ -94,13 +94,7 @@ pub fn probe() -> Report {
         match r {
             cu::CUresult::CUDA_SUCCESS => Ok((
                 super::libs::locate("cuda").unwrap_or_else(|| "libcuda.so.1".into()),
-                format!(
-                    "CUDA {}{}",
-                    version_string(v as usize),
-                    nvml::driver_version()
-                        .map(|d| format!(", driver {d}"))
-                        .unwrap_or_default()
-                ),
+                version_string(v as usize),
             )),
             other => Err(format!(
                 "libcuda.so.1 was found but cuInit failed: {other:?}"

@@ -86,7 +86,7 @@ pub struct GpuInfo {
 /// What `superres devices` prints about CUDA.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
-    /// Path of `libcuda`, and the driver's CUDA version (`13.0`), or why not.
+    /// Path of `libcuda`, and the CUDA version its driver supports (`13.0`), or why not.
     pub driver: Result<(String, String), String>,
     /// Path and version of `libnvrtc`, or why not.
     pub nvrtc: Result<(String, String), String>,
