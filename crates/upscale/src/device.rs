@@ -124,15 +124,13 @@ pub struct Choice {
     /// A request that does not apply to the chosen device, e.g. a precision for a GPU that
     /// `auto` did not find (the CPU stays exact). Worth a warning.
     pub note: Option<String>,
+    cpu: bool,
 }
 
 impl Choice {
     /// `true` when the choice is the CPU.
     pub fn is_cpu(&self) -> bool {
-        self.backend
-            .status()
-            .first()
-            .is_some_and(|s| s.id == CPU_ID)
+        self.cpu
     }
 }
 
@@ -176,6 +174,7 @@ pub fn select(spec: &DeviceSpec, precision: Option<Precision>) -> Result<Choice,
                 requested,
                 reason: "as requested".into(),
                 note: None,
+                cpu: true,
             })
         }
         DeviceSpec::Cuda(devices) => {
@@ -196,6 +195,7 @@ pub fn select(spec: &DeviceSpec, precision: Option<Precision>) -> Result<Choice,
                 requested,
                 reason,
                 note: None,
+                cpu: false,
             })
         }
         DeviceSpec::Auto => {
@@ -208,6 +208,7 @@ pub fn select(spec: &DeviceSpec, precision: Option<Precision>) -> Result<Choice,
                     requested,
                     reason,
                     note: None,
+                    cpu: false,
                 }),
                 Err(why) => Ok(Choice {
                     backend: cpu(),
@@ -216,6 +217,7 @@ pub fn select(spec: &DeviceSpec, precision: Option<Precision>) -> Result<Choice,
                     note: precision.filter(|p| *p != Precision::Exact).map(|p| {
                         format!("precision {p} applies to GPUs only; the CPU computes exactly")
                     }),
+                    cpu: true,
                 }),
             }
         }
