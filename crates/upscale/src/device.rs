@@ -21,8 +21,7 @@ use std::sync::Arc;
 
 use superres_engine::cpu::CpuBackend;
 use superres_engine::cuda::{self, CudaBackend, CudaOptions, Devices, Report, Unavailable};
-use superres_engine::{Backend, DeviceStatus, EngineError, Executable, Precision};
-use superres_graph::Graph;
+use superres_engine::{Backend, Precision};
 
 /// What a `--device` argument asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -293,46 +292,9 @@ fn open_gpus(
 /// The id [`DeviceStatus::id`] gives the CPU.
 pub const CPU_ID: &str = "cpu";
 
-/// The CPU backend, reporting itself as device `cpu` in [`Backend::status`].
+/// The CPU backend (it reports itself as device [`CPU_ID`] in [`Backend::status`]).
 pub fn cpu() -> Arc<dyn Backend> {
-    Arc::new(CpuDevice(CpuBackend::new()))
-}
-
-/// [`CpuBackend`] with a [`Backend::status`]: one device, `cpu`, named by its instruction
-/// set and threads; host memory and load are not a device's, so they are left unknown.
-struct CpuDevice(CpuBackend);
-
-impl Backend for CpuDevice {
-    fn name(&self) -> String {
-        self.0.name()
-    }
-
-    fn prepare(&self, graph: &Graph) -> Result<Arc<dyn Executable>, EngineError> {
-        self.0.prepare(graph)
-    }
-
-    fn precision(&self) -> Precision {
-        self.0.precision()
-    }
-
-    fn status(&self) -> Vec<DeviceStatus> {
-        let own = self.0.status();
-        if !own.is_empty() {
-            return own;
-        }
-        let name = self.0.name();
-        // `cpu (avx512, 2 threads)` → `avx512, 2 threads`.
-        let detail = name
-            .strip_prefix("cpu (")
-            .and_then(|s| s.strip_suffix(')'))
-            .unwrap_or(&name)
-            .to_string();
-        vec![DeviceStatus {
-            id: CPU_ID.into(),
-            name: detail,
-            ..DeviceStatus::default()
-        }]
-    }
+    Arc::new(CpuBackend::new())
 }
 
 #[cfg(test)]

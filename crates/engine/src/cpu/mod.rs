@@ -157,6 +157,16 @@ impl Backend for CpuBackend {
         format!("cpu ({}, {} threads)", self.isa.name(), self.threads())
     }
 
+    /// One device, `cpu`, named by its instruction set and threads; host memory and load
+    /// are not a device's, so they are left unknown.
+    fn status(&self) -> Vec<crate::DeviceStatus> {
+        vec![crate::DeviceStatus {
+            id: "cpu".into(),
+            name: format!("{}, {} threads", self.isa.name(), self.threads()),
+            ..crate::DeviceStatus::default()
+        }]
+    }
+
     fn prepare(&self, graph: &Graph) -> Result<Arc<dyn Executable>, EngineError> {
         let unsupported = |message: String| EngineError::Unsupported {
             backend: "cpu",
