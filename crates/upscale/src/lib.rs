@@ -14,9 +14,18 @@
 //! - [`Family::Edsr`]: the network sees B, G, R minus the DIV2K mean.
 //! - [`Family::Rgb`] (ONNX exports): R, G, B / 255, clamped back to `[0, 1]`.
 //!
-//! Every tile is processed with a margin of at least the network's receptive field, so the
-//! result does not depend on the tile size (see `tests/tiling.rs`). The tile size defaults
-//! to what a memory budget allows, which bounds memory for any image size.
+//! Tiling keeps memory bounded for any image size and keeps a device busy:
+//! - Every tile is run with a margin of at least the network's receptive field and only its
+//!   core is kept, so the result does not depend on the tiling (see `tests/tiling.rs`).
+//! - Tiles are sized from the backend's own plan ([`Model::peak_bytes`]): the largest run
+//!   that fits [`Options::memory_budget`] and the device's free memory, unless
+//!   [`Options::tile`] fixes the side.
+//! - All tiles of an image have one run size (edge windows shift inward), so they are
+//!   stacked into batches of the backend's preferred size, and up to `lanes + 1` batches are
+//!   in flight while the host prepares the next and writes back the last.
+//! - 8-bit images cross to the backend and back as bytes, with the family's arithmetic as
+//!   the engine's 8-bit maps; a device that runs out of memory gets smaller batches, then
+//!   smaller tiles. [`Model::tiling`] shows the plan an image starts with.
 
 pub mod device;
 mod family;
@@ -26,7 +35,7 @@ pub mod registry;
 
 pub use family::Family;
 pub use model::{Model, ModelInfo};
-pub use pipeline::{Options, Progress, upscale};
+pub use pipeline::{MIN_CORE, Options, Progress, Tiling, upscale};
 pub use superres_imaging::{ColorKind, Image, Samples};
 
 use superres_engine::EngineError;

@@ -4,10 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use superres_engine::{Backend, Executable};
-use superres_graph::{Graph, ReceptiveField, Tensor};
+use superres_graph::{ReceptiveField, Tensor};
 use superres_import::{Format, ImportedModel, Overrides};
 
-use crate::{Family, UpscaleError};
+use crate::{Family, Options, Tiling, UpscaleError};
 
 /// A network ready to upscale: its graph prepared on a backend, with the family and scale
 /// that decide the arithmetic around it. Cheap to share (`Arc` inside); `upscale` may run
@@ -21,8 +21,6 @@ pub struct Model {
     input_channels: usize,
     macs_per_input_pixel: f64,
     receptive_field: ReceptiveField,
-    /// Estimated peak `f32` activation values per input pixel of a tile.
-    values_per_pixel: usize,
 }
 
 /// What a model is, for listings and headers.
@@ -70,7 +68,6 @@ impl Model {
     ) -> Result<Model, UpscaleError> {
         let executable = backend.prepare(&imported.graph)?;
         let receptive_field = imported.graph.receptive_field();
-        let values_per_pixel = peak_values_per_pixel(&imported.graph);
         Ok(Model {
             info: ModelInfo {
                 name: name.to_string(),
@@ -84,7 +81,6 @@ impl Model {
             macs_per_input_pixel: imported.graph.macs_per_input_pixel(),
             executable,
             receptive_field,
-            values_per_pixel,
         })
     }
 
@@ -129,26 +125,21 @@ impl Model {
         self.executable.as_ref()
     }
 
-    /// Estimated peak activation values (`f32`) per input pixel of a tile.
-    pub fn values_per_pixel(&self) -> usize {
-        self.values_per_pixel
+    /// Bytes one run of `batch` prepared inputs of `h × w` takes at its peak on the model's
+    /// backend, from the buffer plan the run uses (see [`Executable::peak_bytes`]).
+    pub fn peak_bytes(&self, h: usize, w: usize, batch: usize) -> Result<u64, UpscaleError> {
+        Ok(self.executable.peak_bytes(h, w, batch)?)
     }
-}
 
-/// A conservative estimate of the memory a tile needs per input pixel, in `f32` values: the
-/// largest activation times eight, which covers the live set (a value, its input, a skip
-/// tensor), the Winograd transform buffers and the copy of the output handed back. Checked
-/// against peak RSS on 4000×3000 photos (see BENCHMARKS.md).
-fn peak_values_per_pixel(graph: &Graph) -> usize {
-    let largest = graph
-        .nodes
-        .iter()
-        .filter_map(|n| {
-            let c = n.channels?;
-            let s = n.scale?;
-            Some((c * s.num * s.num).div_ceil(s.den * s.den))
-        })
-        .max()
-        .unwrap_or(1);
-    8 * largest
+    /// Bytes the backend's device has free for runs now, where it knows (`None` on the CPU).
+    pub fn memory_available(&self) -> Option<u64> {
+        self.executable.memory_available()
+    }
+
+    /// How a `width × height` image would be tiled and batched with `options`: what
+    /// [`upscale`](crate::upscale) starts with (it only cuts tiles smaller if the device runs
+    /// out of memory).
+    pub fn tiling(&self, width: usize, height: usize, options: &Options) -> Tiling {
+        crate::pipeline::tiling(self, width, height, options)
+    }
 }
