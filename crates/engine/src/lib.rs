@@ -184,24 +184,40 @@ pub struct Io {
     pub output: Option<io::OutputMap>,
 }
 
-/// A run started by [`Executable::submit`].
-pub struct Pending(Box<dyn FnOnce() -> Result<Vec<Batch>, EngineError> + Send>);
+/// A run started by [`Executable::submit`]. Dropping it without waiting is allowed: the
+/// backend finishes or abandons the run and frees what it holds.
+pub struct Pending {
+    wait: Box<dyn FnOnce() -> Result<Vec<Batch>, EngineError> + Send>,
+    ready: bool,
+}
 
 impl Pending {
     /// A run that has already finished (the CPU computes in `submit`).
     pub fn ready(result: Result<Vec<Batch>, EngineError>) -> Self {
-        Pending(Box::new(move || result))
+        Pending {
+            wait: Box::new(move || result),
+            ready: true,
+        }
     }
 
     /// A run that finishes when `wait` is called.
     pub fn later(f: impl FnOnce() -> Result<Vec<Batch>, EngineError> + Send + 'static) -> Self {
-        Pending(Box::new(f))
+        Pending {
+            wait: Box::new(f),
+            ready: false,
+        }
+    }
+
+    /// Whether the result is already there (`wait` returns at once): a caller need not
+    /// submit ahead of a backend that computes in `submit`.
+    pub fn is_ready(&self) -> bool {
+        self.ready
     }
 
     /// Waits for the run and returns every graph output (one batch each, in the order of
     /// [`Graph::outputs`]), or only the first, mapped to 8 bits, when [`Io::output`] was set.
     pub fn wait(self) -> Result<Vec<Batch>, EngineError> {
-        (self.0)()
+        (self.wait)()
     }
 }
 
@@ -247,8 +263,9 @@ pub trait Executable: Send + Sync {
     /// host or device copies of input and outputs, and the convolution workspaces.
     fn peak_bytes(&self, h: usize, w: usize, batch: usize) -> Result<u64, EngineError>;
 
-    /// Bytes the runs of this executable may take now, if the backend knows (a device's free
-    /// memory, shared among its lanes); `None` on the host, where the caller's budget rules.
+    /// Bytes one run of this executable may take now, if the backend knows (a device's free
+    /// memory, already shared among its lanes); `None` on the host, where the caller's
+    /// budget rules.
     fn memory_available(&self) -> Option<u64> {
         None
     }

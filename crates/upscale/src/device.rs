@@ -289,7 +289,7 @@ fn open_gpus(
     Ok(Arc::new(backend))
 }
 
-/// The id [`DeviceStatus::id`] gives the CPU.
+/// The id `superres_engine::DeviceStatus::id` gives the CPU.
 pub const CPU_ID: &str = "cpu";
 
 /// The CPU backend (it reports itself as device [`CPU_ID`] in [`Backend::status`]).

@@ -97,13 +97,13 @@ impl Tiling {
     }
 }
 
-/// Bytes one submission may take: the caller's budget, or less where the device has less free
-/// (with some room kept for the device's own allocations, and shared among its lanes).
+/// Bytes one submission may take: on a device, what it reports free for one run (its free
+/// memory shared among its lanes), so tiles follow the GPU's memory; on the host, the
+/// caller's budget.
 fn budget(exe: &dyn Executable, options: &Options) -> u64 {
-    let budget = options.memory_budget as u64;
     match exe.memory_available() {
-        Some(free) => budget.min(free / 5 * 4 / exe.lanes().max(1) as u64),
-        None => budget,
+        Some(free) => free,
+        None => options.memory_budget as u64,
     }
 }
 
@@ -288,7 +288,11 @@ impl<'a> Job<'a> {
         while !queue.is_empty() || !in_flight.is_empty() {
             // Fill the lanes: each batch is prepared while the ones before it compute.
             let mut failed = None;
-            while in_flight.len() < depth && !queue.is_empty() {
+            // A backend that computes in `submit` (the CPU) is not run ahead of.
+            while in_flight.len() < depth
+                && !queue.is_empty()
+                && !in_flight.back().is_some_and(|(_, p)| p.is_ready())
+            {
                 let tiles = take_batch(&mut queue, cap);
                 match exe.submit(self.input(&tiles), &self.io) {
                     Ok(pending) => in_flight.push_back((tiles, pending)),

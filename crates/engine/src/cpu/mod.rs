@@ -233,11 +233,6 @@ impl std::ops::Deref for Plan {
 /// Sizes planned at most; older plans are dropped.
 const PLAN_CACHE: usize = 4;
 
-/// Scratch memory a convolution task may take beside the arena (Winograd's transformed
-/// tiles, packed row bands), per worker thread: the kernels size their blocks to stay in
-/// cache, so this is a bound that does not grow with the image.
-const SCRATCH_PER_THREAD: u64 = 8 << 20;
-
 struct CpuExecutable {
     /// The topology (weights left out: `steps` holds them, packed).
     graph: Graph,
@@ -257,10 +252,13 @@ impl Executable for CpuExecutable {
         Ok(Pending::ready(result))
     }
 
+    /// The arena of one image (images of a batch run one after another, each on every
+    /// core) and the batch's input and outputs. The kernels' per-thread scratch (Winograd's
+    /// transformed tiles, packed row bands) is sized to stay in cache, a few MiB per thread
+    /// whatever the tile, so it is not a tile's cost and is left out. Planned without
+    /// caching: a tile-size search must not evict the plans (and arenas) in use.
     fn peak_bytes(&self, h: usize, w: usize, batch: usize) -> Result<u64, EngineError> {
-        // Images of a batch run one after another, each on every core: one arena is live,
-        // and the batch's input and outputs are held on the host.
-        let plan = self.plan(h, w)?;
+        let plan = self.make_plan(h, w)?;
         let input = plan.len(self.graph.input_id().map_or(0, |v| v.0)) as u64;
         let outputs: u64 = self
             .graph
@@ -269,17 +267,11 @@ impl Executable for CpuExecutable {
             .map(|(_, v)| plan.len(v.0) as u64)
             .sum();
         let values = plan.arena_elements() as u64 + batch.max(1) as u64 * (input + outputs);
-        Ok(4 * values + SCRATCH_PER_THREAD * self.threads() as u64)
+        Ok(4 * values)
     }
 }
 
 impl CpuExecutable {
-    fn threads(&self) -> usize {
-        self.pool
-            .as_ref()
-            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
-    }
-
     fn plan(&self, h: usize, w: usize) -> Result<Arc<Plan>, EngineError> {
         {
             let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());

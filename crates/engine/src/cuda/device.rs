@@ -1702,13 +1702,27 @@ impl Executable for DeviceExecutable {
     }
 
     fn memory_available(&self) -> Option<u64> {
-        // Free memory now, plus what the lanes already hold, shared by the lanes.
-        let free = self
-            .models
+        // Per GPU: free memory plus what its lanes already hold for runs (theirs to reuse),
+        // with a tenth kept back for cuDNN and the driver, shared among its lanes; the
+        // tightest GPU decides, since a run may go to any.
+        self.models
             .iter()
-            .filter_map(|m| m.gpu.free_memory())
-            .min()?;
-        Some(free * 9 / 10 / self.backend.lanes_per_device.max(1) as u64)
+            .filter_map(|m| {
+                let free = m.gpu.free_memory()?;
+                let held: u64 = self
+                    .backend
+                    .pool
+                    .lanes
+                    .iter()
+                    .filter_map(|slot| {
+                        let lane = slot.lane.lock().unwrap_or_else(|e| e.into_inner());
+                        Arc::ptr_eq(&lane.gpu, &m.gpu)
+                            .then(|| lane.memory.device.as_ref().map_or(0, |d| d.bytes as u64))
+                    })
+                    .sum();
+                Some((free + held) / 10 * 9 / self.backend.lanes_per_device.max(1) as u64)
+            })
+            .min()
     }
 
     fn preferred_batch(&self, h: usize, w: usize) -> usize {
