@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use superres_engine::cpu::CpuBackend;
+use superres_engine::cuda::twin::TwinBackend;
+use superres_engine::{Backend, Precision};
 use superres_import::{Family, Overrides};
 use superres_upscale::{ColorKind, Image, Model, Options, Samples, upscale};
 
@@ -63,13 +65,28 @@ fn compare(got: &Image, want: &Image) -> Stats {
 }
 
 fn run_cases(filter: impl Fn(&str) -> bool) {
+    let opts = Options {
+        tile: Some(0),
+        ..Options::default()
+    };
+    run_cases_on(&CpuBackend::new(), &opts, usize::MAX, filter);
+}
+
+/// Every case of the models `filter` accepts (at most `per_model` images each), on
+/// `backend` with `opts`, against OpenCV's outputs.
+fn run_cases_on(
+    backend: &dyn Backend,
+    opts: &Options,
+    per_model: usize,
+    filter: impl Fn(&str) -> bool,
+) {
     let shared = superres_testdata::shared_or_skip!();
     let reference = shared.join("reference");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(reference.join("manifest.json")).expect("manifest"))
             .expect("json");
-    let backend = CpuBackend::new();
     let mut models: HashMap<String, Model> = HashMap::new();
+    let mut taken: HashMap<String, usize> = HashMap::new();
     let mut failures = Vec::new();
     let mut count = 0;
     let mut identical = 0;
@@ -81,9 +98,14 @@ fn run_cases(filter: impl Fn(&str) -> bool) {
         if !filter(name) {
             continue;
         }
+        let n = taken.entry(name.to_string()).or_default();
+        if *n >= per_model {
+            continue;
+        }
+        *n += 1;
         let model = models.entry(name.to_string()).or_insert_with(|| {
             let file = shared.join(case["model_file"].as_str().expect("model_file"));
-            Model::load(&file, &backend, Overrides::default()).unwrap_or_else(|e| panic!("{e}"))
+            Model::load(&file, backend, Overrides::default()).unwrap_or_else(|e| panic!("{e}"))
         });
         let algo = case["algo"].as_str().expect("algo");
         let want_family = if algo == "edsr" {
@@ -99,11 +121,7 @@ fn run_cases(filter: impl Fn(&str) -> bool) {
         );
         let input = read_png(&reference.join(case["input"].as_str().expect("input")));
         let want = read_png(&reference.join(output));
-        let opts = Options {
-            tile: Some(0),
-            ..Options::default()
-        };
-        let got = upscale(model, &input, &opts, &mut |_| true)
+        let got = upscale(model, &input, opts, &mut |_| true)
             .unwrap_or_else(|e| panic!("{name}/{output}: {e}"));
         let s = compare(&got, &want);
         count += 1;
@@ -158,4 +176,21 @@ fn tiny_edsr_matches_opencv() {
 #[test]
 fn full_size_edsr_matches_opencv() {
     run_cases(|m| m.starts_with("EDSR_B32F256"));
+}
+
+/// The CUDA backend's device plan, run by its host twin through the whole pipeline — tiles
+/// sized from the device plan's own `peak_bytes` under a small budget, same-shape tiles in
+/// batches of three, 8-bit maps — meets OpenCV's outputs with the CPU's tolerance. (The GPU
+/// run of the same cases is `bench/gpu.sh`.)
+#[test]
+fn the_device_plan_matches_opencv_tiled_and_batched() {
+    let backend = TwinBackend {
+        precision: Precision::Exact,
+        batch: 3,
+    };
+    let opts = Options {
+        tile: None,
+        memory_budget: 24 << 20,
+    };
+    run_cases_on(&backend, &opts, 3, |m| !m.starts_with("EDSR_B32F256"));
 }
