@@ -80,12 +80,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let input = Tensor::image(h, w, c, data);
     model.forward(&input)?;
     let mut times = Vec::with_capacity(args.runs);
+    let mut device_times = Vec::with_capacity(args.runs);
     for _ in 0..args.runs {
         let t = Instant::now();
         model.forward(&input)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        device_times.extend(model.last_device_ms());
     }
     times.sort_by(f64::total_cmp);
+    device_times.sort_by(f64::total_cmp);
+    // On a GPU: the device's own time for the same runs (CUDA events around upload,
+    // network and download), without the host's submission and copies.
+    let device_median = (!device_times.is_empty()).then(|| device_times[device_times.len() / 2]);
     let median = times[times.len() / 2];
     let min = times[0];
     let mp_per_s = (w * h) as f64 / 1e6 / (median / 1e3);
@@ -101,9 +107,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "min_ms": min,
             "megapixels_per_s": mp_per_s,
             "gflops": gflops,
+            "device_median_ms": device_median,
         });
         println!("{v}");
     } else {
+        if let Some(d) = device_median {
+            println!("device time (CUDA events): median {d:.2} ms");
+        }
         println!(
             "{} on {} in {precision} precision at {w}x{h}: median {median:.2} ms, min {min:.2} ms over {} runs; {mp_per_s:.3} MP/s, {gflops:.1} GFLOP/s effective",
             model.name(),

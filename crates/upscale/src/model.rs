@@ -117,6 +117,12 @@ impl Model {
         Ok(self.executable.run(input)?)
     }
 
+    /// Device time of the last finished run (upload, network, download; CUDA events), in
+    /// milliseconds; `None` on the CPU.
+    pub fn last_device_ms(&self) -> Option<f64> {
+        self.executable.last_device_ms()
+    }
+
     pub fn receptive_field(&self) -> ReceptiveField {
         self.receptive_field
     }
