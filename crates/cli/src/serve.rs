@@ -113,16 +113,30 @@ impl Args {
     }
 }
 
+/// Inference workers when the service runs on a GPU and `--workers` is not given.
+const GPU_WORKERS: usize = 4;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (flags, config) = args.layer();
     let file = match &config {
         Some(path) => ConfigLayer::from_toml_file(path)?,
         None => ConfigLayer::default(),
     };
-    let settings = Settings::from_layers(flags, file)?;
+    let workers_given = flags.workers.is_some() || file.workers.is_some();
+    let mut settings = Settings::from_layers(flags, file)?;
     superres_server::init_tracing(settings.log_format);
     let choice = device::select(&settings.device, settings.precision)?;
     tracing::info!(requested = %choice.requested, "device: {choice}");
+    if !choice.is_cpu() && !workers_given {
+        // One CPU run uses every core, so the CPU has one worker; a GPU takes several
+        // requests at once (each lane computes one while the next is uploaded, and the
+        // workers decode and encode meanwhile).
+        settings.workers = GPU_WORKERS;
+        tracing::info!(
+            workers = GPU_WORKERS,
+            "workers for a GPU (--workers to change)"
+        );
+    }
     if let Some(note) = &choice.note {
         tracing::warn!("{note}");
     }
