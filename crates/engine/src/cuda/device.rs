@@ -1293,6 +1293,40 @@ impl DeviceExecutable {
         Ok(())
     }
 
+    /// Launches `depth_to_space` or `resize`: `geometry` is `[dst_cs, src_cs, h, w,
+    /// channels, factor]`.
+    #[allow(clippy::too_many_arguments)]
+    fn upsample(
+        &self,
+        lane: &Lane,
+        family: &str,
+        t: &str,
+        n: usize,
+        (dst, src): (Buf, Buf),
+        geometry: [usize; 6],
+        flag: bool,
+        addr: &dyn Fn(Buf) -> cu::CUdeviceptr,
+    ) -> Result<(), EngineError> {
+        let [dst_cs, src_cs, h, w, c, k] = geometry;
+        let i = |v: usize| Arg::I32(v as i32);
+        lane.launch(
+            &kernels::name(family, t),
+            n * h * k * w * k * dst_cs,
+            &[
+                Arg::Ptr(addr(dst)),
+                i(dst_cs),
+                Arg::Ptr(addr(src)),
+                i(src_cs),
+                i(n),
+                i(h),
+                i(w),
+                i(c),
+                i(k),
+                Arg::I32(flag as i32),
+            ],
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn enqueue_step(
         &self,
@@ -1441,6 +1475,8 @@ impl DeviceExecutable {
                     ],
                 )
             }
+            // Both take (dst, dst_cs, src, src_cs, n, h, w, channels, factor, flag) and write
+            // `n · h·k · w·k` pixels.
             Step::DepthToSpace {
                 dst,
                 dst_cs,
@@ -1451,22 +1487,19 @@ impl DeviceExecutable {
                 oc,
                 block,
                 crd,
-            } => lane.launch(
-                &kernels::name("depth_to_space", t),
-                n * h * block * w * block * dst_cs,
-                &[
-                    Arg::Ptr(addr(*dst)),
-                    Arg::I32(*dst_cs as i32),
-                    Arg::Ptr(addr(*src)),
-                    Arg::I32(*src_cs as i32),
-                    Arg::I32(n as i32),
-                    Arg::I32(*h as i32),
-                    Arg::I32(*w as i32),
-                    Arg::I32(*oc as i32),
-                    Arg::I32(*block as i32),
-                    Arg::I32(*crd as i32),
-                ],
-            ),
+            } => {
+                let geometry = [*dst_cs, *src_cs, *h, *w, *oc, *block];
+                self.upsample(
+                    lane,
+                    "depth_to_space",
+                    t,
+                    n,
+                    (*dst, *src),
+                    geometry,
+                    *crd,
+                    addr,
+                )
+            }
             Step::Resize {
                 dst,
                 dst_cs,
@@ -1477,22 +1510,19 @@ impl DeviceExecutable {
                 c,
                 factor,
                 bilinear,
-            } => lane.launch(
-                &kernels::name("resize", t),
-                n * h * factor * w * factor * dst_cs,
-                &[
-                    Arg::Ptr(addr(*dst)),
-                    Arg::I32(*dst_cs as i32),
-                    Arg::Ptr(addr(*src)),
-                    Arg::I32(*src_cs as i32),
-                    Arg::I32(n as i32),
-                    Arg::I32(*h as i32),
-                    Arg::I32(*w as i32),
-                    Arg::I32(*c as i32),
-                    Arg::I32(*factor as i32),
-                    Arg::I32(*bilinear as i32),
-                ],
-            ),
+            } => {
+                let geometry = [*dst_cs, *src_cs, *h, *w, *c, *factor];
+                self.upsample(
+                    lane,
+                    "resize",
+                    t,
+                    n,
+                    (*dst, *src),
+                    geometry,
+                    *bilinear,
+                    addr,
+                )
+            }
             Step::Concat {
                 dst,
                 dst_cs,
