@@ -1087,10 +1087,19 @@ impl DeviceExecutable {
                 let best = perf[..returned.max(0) as usize]
                     .iter()
                     .filter(|p| {
+                        use dnn::cudnnMathType_t as M;
+                        // Never a down-conversion of f32 data to f16; in exact precision
+                        // nothing but FMA products (the descriptor stays at FMA math).
+                        let math_ok = match (self.lowered.precision, p.mathType) {
+                            (_, M::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) => false,
+                            (Precision::Exact, m) => {
+                                m == M::CUDNN_FMA_MATH || m == M::CUDNN_DEFAULT_MATH
+                            }
+                            _ => true,
+                        };
                         p.status == dnn::cudnnStatus_t::CUDNN_STATUS_SUCCESS
                             && p.memory <= ws_limit
-                            && (self.lowered.precision != Precision::Exact
-                                || p.mathType != dnn::cudnnMathType_t::CUDNN_TENSOR_OP_MATH)
+                            && math_ok
                     })
                     .min_by(|a, b| a.time.total_cmp(&b.time))
                     .copied()
