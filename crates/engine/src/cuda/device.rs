@@ -1631,15 +1631,13 @@ impl Submission {
 impl Drop for Submission {
     fn drop(&mut self) {
         let _ = self.gpu.make_current();
+        // A submission that failed midway was drained by `submit` (the lane's stream
+        // synchronised) before it is dropped.
         if self.recorded {
             // SAFETY: as in `wait`; the copies from and into the pinned buffers end here.
             unsafe {
                 let _ = cu::cuEventSynchronize(self.done.0);
             }
-        } else if let Some(slot) = self.pool.lanes.get(self.lane) {
-            // Not fully enqueued (an error midway): drain what was.
-            let lane = slot.lane.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = lane.sync();
         }
         for p in [self.pinned_in.take(), self.pinned_out.take()]
             .into_iter()
@@ -1679,16 +1677,22 @@ impl Executable for DeviceExecutable {
             pinned_in: None,
             pinned_out: None,
         };
-        gpu.make_current()?;
-        sub.start = Event::new()?;
-        sub.done = Event::new()?;
-        let model = self
-            .models
-            .iter()
-            .find(|m| Arc::ptr_eq(&m.gpu, &gpu))
-            .ok_or_else(|| EngineError::Device("model not on this GPU".into()))?;
-        let runs = self.runs(model, &plan, &mut lane)?;
-        let enqueued = self.enqueue(model, &plan, &runs, &mut lane, &mut sub, &batch, io);
+        let enqueued = (|| {
+            gpu.make_current()?;
+            sub.start = Event::new()?;
+            sub.done = Event::new()?;
+            let model = self
+                .models
+                .iter()
+                .find(|m| Arc::ptr_eq(&m.gpu, &gpu))
+                .ok_or_else(|| EngineError::Device("model not on this GPU".into()))?;
+            let runs = self.runs(model, &plan, &mut lane)?;
+            self.enqueue(model, &plan, &runs, &mut lane, &mut sub, &batch, io)
+        })();
+        if enqueued.is_err() {
+            // Whatever was enqueued finishes before its buffers go back to the pool.
+            let _ = lane.sync();
+        }
         drop(lane);
         enqueued?;
         let u8_out = io.output.is_some();
