@@ -287,8 +287,9 @@ impl Gpu {
         };
         let dev = cudarc::driver::result::device::get(info.ordinal as c_int)
             .map_err(|e| fail("cuDeviceGet", format!("{e:?}")))?;
-        // SAFETY: `dev` is a valid device; the primary context is retained for the life of
-        // the process (released in Drop).
+        // SAFETY: `dev` is a valid device. The primary context (the one the runtime API and
+        // PyTorch share) stays retained for the life of the process: models and lanes
+        // created on it may outlive any one backend value.
         let ctx = unsafe { cudarc::driver::result::primary_ctx::retain(dev) }
             .map_err(|e| fail("cannot create a context", format!("{e:?}")))?;
         // SAFETY: `ctx` was just retained.
