@@ -90,3 +90,23 @@ fn compiled_kernels_are_cached_on_disk() {
     );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn a_gpu_newer_than_nvrtc_gets_ptx_for_the_newest_architecture_below_it() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let archs = kernels::supported_archs().expect("archs");
+    assert!(archs.contains(&(9, 0)), "{archs:?}");
+    // A known architecture: its CUBIN.
+    assert_eq!(&kernels::image_for((9, 0)).expect("sm_90")[..4], b"\x7fELF");
+    // One beyond every architecture: PTX for the newest, which the driver compiles.
+    let newest = *archs.iter().max().expect("some");
+    let ptx = kernels::image_for((newest.0 + 1, 9)).expect("ptx");
+    let text = String::from_utf8_lossy(&ptx);
+    assert!(
+        text.contains(".version") && text.contains(".entry pointwise_f16"),
+        "not PTX"
+    );
+    assert_eq!(ptx.last(), Some(&0), "NUL-terminated for cuModuleLoadData");
+}

@@ -295,10 +295,11 @@ impl Gpu {
         // SAFETY: `ctx` was just retained.
         unsafe { cudarc::driver::result::ctx::set_current(ctx) }
             .map_err(|e| fail("cuCtxSetCurrent", format!("{e:?}")))?;
-        let cubin = kernels::compile_cached(info.compute_capability)
+        let cubin = kernels::image_for(info.compute_capability)
             .map_err(|e| fail("compiling the kernels", e.to_string()))?;
         let mut module: cu::CUmodule = std::ptr::null_mut();
-        // SAFETY: `cubin` is a complete CUBIN image produced by NVRTC for this architecture.
+        // SAFETY: `cubin` is a complete CUBIN image produced by NVRTC for this architecture,
+        // or NUL-terminated PTX for an older one.
         let r = unsafe { cu::cuModuleLoadData(&mut module, cubin.as_ptr() as *const c_void) };
         if r != cu::CUresult::CUDA_SUCCESS {
             return Err(fail("loading the kernels", format!("{r:?}")));

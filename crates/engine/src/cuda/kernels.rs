@@ -5,7 +5,9 @@
 //! depth-to-space and no 8-bit maps, and a handful of memory-bound kernels is easier to get
 //! exactly right than a fused-graph API. The source needs no CUDA headers, so NVRTC compiles
 //! it on any machine; it is compiled to a CUBIN for the exact architecture of each GPU
-//! (not PTX, which a driver older than the NVRTC library could not JIT).
+//! (not PTX, which a driver older than the NVRTC library could not JIT), except on a GPU
+//! newer than the NVRTC library, which gets PTX for the newest architecture NVRTC knows and
+//! lets the driver compile it ([`image_for`]).
 //! `cargo test` compiles it for every supported architecture ([`TEST_ARCHS`]).
 
 use std::ffi::{CString, c_char, c_int};
@@ -76,6 +78,53 @@ pub fn nvrtc_version() -> Result<(i32, i32), CompileError> {
 
 /// Compiles [`SOURCE`] to a CUBIN for compute capability `arch`.
 pub fn compile(arch: (u32, u32)) -> Result<Vec<u8>, CompileError> {
+    build(arch, false)
+}
+
+/// Compiles [`SOURCE`] to PTX for the virtual architecture `compute_XY` (NUL-terminated, as
+/// `cuModuleLoadData` takes it): for a GPU newer than the NVRTC library knows, the driver
+/// compiles this PTX for it.
+pub fn compile_ptx(arch: (u32, u32)) -> Result<Vec<u8>, CompileError> {
+    build(arch, true)
+}
+
+/// The architectures this NVRTC compiles for, as compute capabilities.
+pub fn supported_archs() -> Result<Vec<(u32, u32)>, CompileError> {
+    nvrtc_version()?;
+    let mut n: c_int = 0;
+    // SAFETY: out-parameter, then a buffer of the size NVRTC reported.
+    unsafe {
+        sys::nvrtcGetNumSupportedArchs(&mut n)
+            .result()
+            .map_err(|e| CompileError::NoNvrtc(format!("{e:?}")))?;
+        let mut archs = vec![0 as c_int; n.max(0) as usize];
+        sys::nvrtcGetSupportedArchs(archs.as_mut_ptr())
+            .result()
+            .map_err(|e| CompileError::NoNvrtc(format!("{e:?}")))?;
+        Ok(archs
+            .into_iter()
+            .map(|a| (a as u32 / 10, a as u32 % 10))
+            .collect())
+    }
+}
+
+/// The module image for a GPU of compute capability `cc`: a CUBIN for it when NVRTC knows
+/// the architecture, else PTX for the newest architecture NVRTC knows below it.
+pub fn image_for(cc: (u32, u32)) -> Result<Vec<u8>, CompileError> {
+    let archs = supported_archs()?;
+    if archs.contains(&cc) {
+        return compile_cached(cc);
+    }
+    match archs.into_iter().filter(|&a| a <= cc).max() {
+        Some(a) => compile_ptx(a),
+        None => Err(CompileError::Failed {
+            arch: format!("{}{}", cc.0, cc.1),
+            log: "this NVRTC knows no architecture at or below the GPU's".into(),
+        }),
+    }
+}
+
+fn build(arch: (u32, u32), ptx: bool) -> Result<Vec<u8>, CompileError> {
     nvrtc_version()?;
     let tag = format!("{}{}", arch.0, arch.1);
     let failed = |log: String| CompileError::Failed {
@@ -86,7 +135,10 @@ pub fn compile(arch: (u32, u32)) -> Result<Vec<u8>, CompileError> {
     let prog = result::create_program(&src, Some(c"superres_kernels.cu"))
         .map_err(|e| failed(format!("{e:?}")))?;
     let options = [
-        format!("--gpu-architecture=sm_{tag}"),
+        format!(
+            "--gpu-architecture={}_{tag}",
+            if ptx { "compute" } else { "sm" }
+        ),
         "--fmad=false".to_string(),
         "--std=c++17".to_string(),
     ];
@@ -94,6 +146,15 @@ pub fn compile(arch: (u32, u32)) -> Result<Vec<u8>, CompileError> {
     unsafe {
         let compiled = result::compile_program(prog, &options);
         let out = match compiled {
+            Ok(()) if ptx => result::get_ptx(prog)
+                .map(|p| {
+                    let mut bytes: Vec<u8> = p.iter().map(|&c| c as u8).collect();
+                    if bytes.last() != Some(&0) {
+                        bytes.push(0);
+                    }
+                    bytes
+                })
+                .map_err(|e| failed(format!("{e:?}"))),
             Ok(()) => cubin(prog).map_err(|e| failed(format!("{e:?}"))),
             Err(e) => {
                 let log = result::get_program_log(prog)
