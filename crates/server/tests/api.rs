@@ -611,11 +611,7 @@ async fn not_ready_until_models_load_then_reload_makes_it_ready() {
         .unwrap();
     assert_eq!(error_code(r, 500).await, "reload_failed");
 
-    let Some(fixture) = onnx_fixture() else {
-        eprintln!("SKIP rest: crates/import/tests/fixtures/srvgg_compact_x4.onnx is absent");
-        server.stop().await;
-        return;
-    };
+    let fixture = onnx_fixture();
     std::fs::copy(&fixture, dir.join("compact.onnx")).unwrap();
     let r = http
         .post(server.url("/v1/models/reload"))

@@ -176,10 +176,7 @@ async fn shutdown_during_load_completes_every_accepted_job() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipping_current_and_reloading_under_load_fails_no_request() {
-    let Some(fixture) = onnx_fixture() else {
-        eprintln!("SKIP: crates/import/tests/fixtures/srvgg_compact_x4.onnx is absent");
-        return;
-    };
+    let fixture = onnx_fixture();
     let dir = temp_dir("switch");
     for version in ["1", "2"] {
         std::fs::create_dir_all(dir.join("compact").join(version)).unwrap();

@@ -217,11 +217,17 @@ impl Upscaler for SlowUpscaler {
     }
 }
 
-/// The committed ONNX fixture (SRVGGNetCompact ×4), if present.
-pub fn onnx_fixture() -> Option<PathBuf> {
+/// The committed ONNX fixture (SRVGGNetCompact ×4). It is part of the repository, so a
+/// missing file fails the test rather than skipping it.
+pub fn onnx_fixture() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../import/tests/fixtures/srvgg_compact_x4.onnx");
-    p.is_file().then_some(p)
+    assert!(
+        p.is_file(),
+        "the committed fixture {} is missing",
+        p.display()
+    );
+    p
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
