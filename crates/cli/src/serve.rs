@@ -55,6 +55,14 @@ pub struct Args {
     /// Most pixels (width × height) an uploaded image may have [default: 16777216].
     #[arg(long, env = "SUPERRES_MAX_PIXELS")]
     max_pixels: Option<u64>,
+    /// Most pixels (width × height) an upscaled result may have; larger get 413
+    /// [default: 200000000].
+    #[arg(long, env = "SUPERRES_MAX_OUTPUT_PIXELS")]
+    max_output_pixels: Option<u64>,
+    /// Most memory one request may need (its output image and the model's peak per run), in
+    /// MiB; larger get 413 [default: 4096].
+    #[arg(long, env = "SUPERRES_MAX_REQUEST_MEMORY_MB")]
+    max_request_memory_mb: Option<u64>,
     /// Largest request body, in MB [default: 50].
     #[arg(long, env = "SUPERRES_MAX_BODY_MB")]
     max_body_mb: Option<usize>,
@@ -99,6 +107,8 @@ impl Args {
             queue_size: self.queue_size,
             workers: self.workers,
             max_pixels: self.max_pixels,
+            max_output_pixels: self.max_output_pixels,
+            max_request_memory_mb: self.max_request_memory_mb,
             max_body_mb: self.max_body_mb,
             job_timeout_secs: self.job_timeout_secs,
             upload_timeout_secs: self.upload_timeout_secs,

@@ -53,6 +53,14 @@ pub struct Args {
     /// Downscale inputs whose longest side exceeds N pixels first (Lanczos). Off by default.
     #[arg(long)]
     max_input_side: Option<usize>,
+    /// Most pixels (width × height) a result may have; a larger one fails that file (before
+    /// it is upscaled) and the batch goes on.
+    #[arg(
+        long,
+        default_value_t = 200_000_000,
+        env = "SUPERRES_MAX_OUTPUT_PIXELS"
+    )]
+    max_output_pixels: u64,
     /// Override the detected pre/post-processing family: edsr, y or rgb.
     #[arg(long)]
     family: Option<Family>,
@@ -200,6 +208,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &options,
             &encode_options,
             args.max_input_side,
+            args.max_output_pixels,
             &bar,
         );
         bar.finish_and_clear();
@@ -238,6 +247,7 @@ fn process(
     options: &Options,
     encode_options: &EncodeOptions,
     max_input_side: Option<usize>,
+    max_output_pixels: u64,
     bar: &ProgressBar,
 ) -> anyhow::Result<(usize, usize)> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -245,6 +255,7 @@ fn process(
     if let Some(side) = max_input_side {
         image = superres_imaging::resample::downscale_lanczos(&image, side)?;
     }
+    check_output_size(image.width, image.height, model.scale(), max_output_pixels)?;
     let result = upscale(model, &image, options, &mut |p| {
         bar.set_length(p.tiles_total as u64);
         bar.set_position(p.tiles_done as u64);
@@ -257,4 +268,35 @@ fn process(
     std::io::Write::flush(&mut writer)
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok((result.width, result.height))
+}
+
+/// Fails when a `width × height` image upscaled `scale` times would have more than `limit`
+/// pixels, naming both sizes.
+fn check_output_size(width: usize, height: usize, scale: usize, limit: u64) -> anyhow::Result<()> {
+    let side = |n: usize| (n as u64).saturating_mul(scale as u64);
+    let (ow, oh) = (side(width), side(height));
+    let pixels = ow.saturating_mul(oh);
+    if pixels > limit {
+        bail!(
+            "the result would be {ow}x{oh} = {pixels} pixels ({width}x{height} upscaled x{scale}), \
+             more than the limit of {limit} output pixels (--max-output-pixels)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_output_limit_counts_both_sides_times_the_scale() {
+        assert!(check_output_size(10, 5, 2, 200).is_ok());
+        let e = check_output_size(10, 5, 2, 199).unwrap_err().to_string();
+        assert!(
+            e.contains("20x10 = 200 pixels") && e.contains("limit of 199"),
+            "{e}"
+        );
+        assert!(check_output_size(usize::MAX, usize::MAX, 8, u64::MAX - 1).is_err());
+    }
 }

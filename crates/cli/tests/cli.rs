@@ -78,6 +78,42 @@ fn one_input_with_o_names_the_file_and_its_format() {
     );
 }
 
+/// A file whose result would exceed `--max-output-pixels` fails by name with both sizes,
+/// nothing is written for it, and the batch goes on.
+#[test]
+fn a_result_over_the_output_pixel_limit_fails_that_file_only() {
+    let dir = temp_dir("outlimit");
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    write_png(&inputs.join("big.png"), 6, 5); // ×4: 24×20 = 480 pixels
+    write_png(&inputs.join("small.png"), 5, 4); // ×4: 20×16 = 320 pixels
+    let outdir = dir.join("out");
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&inputs)
+        .arg("-o")
+        .arg(&outdir)
+        .arg("--model")
+        .arg(fixture_model())
+        .arg("--max-output-pixels")
+        .arg("400"));
+    assert!(!out.status.success(), "an over-limit file fails the run");
+    let stderr = stderr(&out);
+    assert!(
+        stderr.contains("big.png")
+            && stderr.contains("24x20 = 480 pixels")
+            && stderr.contains("limit of 400 output pixels"),
+        "the file, its size and the limit are named: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !outdir.join("big.png").exists(),
+        "nothing is written for it"
+    );
+    let img = image::open(outdir.join("small.png")).expect("the next file is upscaled");
+    assert_eq!((img.width(), img.height()), (20, 16));
+}
+
 #[test]
 fn a_batch_keeps_going_past_a_broken_file_and_fails_at_the_end() {
     let dir = temp_dir("batch");

@@ -331,6 +331,79 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<(InputFormat, u32, u32), I
     Ok((format, width, height))
 }
 
+/// What an upload's header declares: its format, size and the layout of the [`Image`]
+/// [`decode`] would make of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub format: InputFormat,
+    pub width: u32,
+    pub height: u32,
+    /// Colour channels of the decoded image: 1 (grey) or 3 (RGB), alpha not counted.
+    pub color_channels: usize,
+    /// Whether the decoded image may carry an alpha plane (it is dropped when opaque).
+    pub has_alpha: bool,
+    /// Bytes per decoded sample: 1 (8-bit) or 2 (16-bit; also floating point input).
+    pub bytes_per_sample: usize,
+}
+
+impl Header {
+    /// Samples per pixel of the decoded image, alpha included.
+    pub fn channels(&self) -> usize {
+        self.color_channels + usize::from(self.has_alpha)
+    }
+}
+
+/// [`probe`], with the sample layout the header declares. The size is checked against
+/// `limits` first; a PNG whose header the codec cannot read past its first chunk gets the
+/// layout its `IHDR` declares (a palette counted as having alpha).
+pub fn probe_header(bytes: &[u8], limits: &Limits) -> Result<Header, ImageError> {
+    let (format, width, height) = probe(bytes, limits)?;
+    let header = |(color_channels, has_alpha, bytes_per_sample)| Header {
+        format,
+        width,
+        height,
+        color_channels,
+        has_alpha,
+        bytes_per_sample,
+    };
+    match header_decoder(bytes, format, limits) {
+        Ok(decoder) => Ok(header(layout(decoder.color_type()))),
+        Err(e) => match png_ihdr_layout(bytes) {
+            Some(l) if format == InputFormat::Png => Ok(header(l)),
+            _ => Err(e),
+        },
+    }
+}
+
+/// `(colour channels, alpha, bytes per sample)` of the [`Image`] a codec's colour type
+/// decodes into (see `from_dynamic`).
+fn layout(color: ColorType) -> (usize, bool, usize) {
+    let wide = usize::from(color.bytes_per_pixel() > color.channel_count());
+    let gray = matches!(
+        color,
+        ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16
+    );
+    // Every layout but these keeps (or, converted to RGBA, gains) an alpha plane.
+    let alpha = !matches!(
+        color,
+        ColorType::L8 | ColorType::L16 | ColorType::Rgb8 | ColorType::Rgb16 | ColorType::Rgb32F
+    );
+    (if gray { 1 } else { 3 }, alpha, 1 + wide)
+}
+
+/// The layout a PNG's `IHDR` declares: bit depth and colour type.
+fn png_ihdr_layout(bytes: &[u8]) -> Option<(usize, bool, usize)> {
+    let ihdr = bytes.get(12..26).filter(|h| h.starts_with(b"IHDR"))?;
+    let wide = usize::from(ihdr[12] == 16);
+    match ihdr[13] {
+        0 => Some((1, false, 1 + wide)),
+        4 => Some((1, true, 1 + wide)),
+        2 => Some((3, false, 1 + wide)),
+        3 | 6 => Some((3, true, 1 + wide)),
+        _ => None,
+    }
+}
+
 /// Width and height from a PNG's IHDR chunk, which the signature is followed by.
 fn png_ihdr_size(bytes: &[u8]) -> Option<(u32, u32)> {
     let ihdr = bytes.get(12..24).filter(|h| h.starts_with(b"IHDR"))?;

@@ -16,7 +16,9 @@ pub mod opencv;
 pub mod resample;
 pub mod tiles;
 
-pub use self::decode::{ACCEPTED_FORMATS, InputFormat, Limits, decode, probe, sniff_format};
+pub use self::decode::{
+    ACCEPTED_FORMATS, Header, InputFormat, Limits, decode, probe, probe_header, sniff_format,
+};
 pub use self::encode::{EncodeOptions, OutputFormat, PngCompression, encode, encode_to};
 pub use self::error::{ErrorKind, ImageError};
 pub use self::image::{ColorKind, Image, Samples};

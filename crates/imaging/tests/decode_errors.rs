@@ -4,7 +4,9 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat, RgbImage, RgbaImage};
-use superres_imaging::{ErrorKind, ImageError, InputFormat, Limits, decode, probe};
+use superres_imaging::{
+    ErrorKind, Header, ImageError, InputFormat, Limits, decode, probe, probe_header,
+};
 
 /// CRC-32 (ISO-HDLC), as PNG chunks need.
 fn crc32(data: &[u8]) -> u32 {
@@ -313,4 +315,59 @@ fn probe_reads_the_size_without_decoding() {
     assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::TooLarge));
     let e = probe(b"%PDF-1.4", &Limits::default()).err();
     assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::Unsupported));
+}
+
+#[test]
+fn probe_header_gives_the_layout_the_decoded_image_has() {
+    let limits = Limits::default();
+    let layout = |bytes: &[u8]| {
+        let h: Header = probe_header(bytes, &limits).expect("a readable header");
+        let image = decode(bytes, &limits).expect("decodes");
+        let decoded_alpha = image.has_alpha();
+        (
+            h,
+            image.color_kind.channels(),
+            decoded_alpha,
+            if image.is_16bit() { 2 } else { 1 },
+        )
+    };
+    let (h, channels, _, bytes) = layout(&encoded(sample_rgb(7, 5), ImageFormat::Png));
+    assert_eq!((h.format, h.width, h.height), (InputFormat::Png, 7, 5));
+    assert_eq!(
+        (h.color_channels, h.has_alpha, h.bytes_per_sample),
+        (channels, false, bytes)
+    );
+    assert_eq!(h.channels(), 3);
+
+    let rgba = RgbaImage::from_fn(6, 4, |x, _| image::Rgba([1, 2, 3, (x * 40) as u8]));
+    let (h, channels, alpha, _) =
+        layout(&encoded(DynamicImage::ImageRgba8(rgba), ImageFormat::Png));
+    assert_eq!((h.color_channels, h.has_alpha), (channels, alpha));
+    assert_eq!(h.channels(), 4);
+
+    let gray16 = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(5, 5, |x, y| {
+        image::Luma([(x * 9000 + y) as u16])
+    });
+    let (h, channels, _, bytes) = layout(&encoded(
+        DynamicImage::ImageLuma16(gray16),
+        ImageFormat::Png,
+    ));
+    assert_eq!((h.color_channels, h.bytes_per_sample), (channels, bytes));
+    assert_eq!((h.color_channels, h.bytes_per_sample), (1, 2));
+
+    let (h, _, _, _) = layout(&encoded(sample_rgb(9, 8), ImageFormat::Jpeg));
+    assert_eq!(
+        (h.format, h.channels(), h.bytes_per_sample),
+        (InputFormat::Jpeg, 3, 1)
+    );
+
+    // A PNG cut after its first chunk: the layout its IHDR declares.
+    let png = encoded(sample_rgb(40, 30), ImageFormat::Png);
+    let h = probe_header(&png[..33], &limits).expect("the IHDR is enough");
+    assert_eq!(
+        (h.width, h.height, h.channels(), h.bytes_per_sample),
+        (40, 30, 3, 1)
+    );
+    let e = probe_header(&png_claiming(100_000, 100_000)[..24], &limits).err();
+    assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::TooLarge));
 }

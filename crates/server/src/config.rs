@@ -53,6 +53,8 @@ pub struct ConfigLayer {
     pub queue_size: Option<usize>,
     pub workers: Option<usize>,
     pub max_pixels: Option<u64>,
+    pub max_output_pixels: Option<u64>,
+    pub max_request_memory_mb: Option<u64>,
     pub max_body_mb: Option<usize>,
     pub job_timeout_secs: Option<u64>,
     pub upload_timeout_secs: Option<u64>,
@@ -115,6 +117,8 @@ impl ConfigLayer {
             queue_size: self.queue_size.or(below.queue_size),
             workers: self.workers.or(below.workers),
             max_pixels: self.max_pixels.or(below.max_pixels),
+            max_output_pixels: self.max_output_pixels.or(below.max_output_pixels),
+            max_request_memory_mb: self.max_request_memory_mb.or(below.max_request_memory_mb),
             max_body_mb: self.max_body_mb.or(below.max_body_mb),
             job_timeout_secs: self.job_timeout_secs.or(below.job_timeout_secs),
             upload_timeout_secs: self.upload_timeout_secs.or(below.upload_timeout_secs),
@@ -150,6 +154,12 @@ pub struct Settings {
     pub workers: usize,
     /// Most decoded pixels (width × height) an upload may have.
     pub max_pixels: u64,
+    /// Most pixels (width × height) an upscaled result may have: an upload whose size times
+    /// the model's scale exceeds it is refused before it is queued.
+    pub max_output_pixels: u64,
+    /// Most bytes one request may need: its output image plus the model's peak for the run
+    /// size the pipeline would use. Checked before the job is queued.
+    pub max_request_memory_bytes: u64,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Longest one job may run before it is stopped at its next tile.
@@ -180,6 +190,8 @@ impl Default for Settings {
             queue_size: 5,
             workers: 1,
             max_pixels: 16_777_216,
+            max_output_pixels: 200_000_000,
+            max_request_memory_bytes: 4096 << 20,
             max_body_bytes: 50_000_000,
             job_timeout: Duration::from_secs(300),
             upload_timeout: Duration::from_secs(60),
@@ -208,6 +220,10 @@ impl Settings {
             queue_size: c.queue_size.unwrap_or(d.queue_size),
             workers: c.workers.unwrap_or(d.workers),
             max_pixels: c.max_pixels.unwrap_or(d.max_pixels),
+            max_output_pixels: c.max_output_pixels.unwrap_or(d.max_output_pixels),
+            max_request_memory_bytes: c
+                .max_request_memory_mb
+                .map_or(d.max_request_memory_bytes, |mb| mb.saturating_mul(1 << 20)),
             max_body_bytes: c
                 .max_body_mb
                 .map_or(d.max_body_bytes, |mb| mb.saturating_mul(1_000_000)),
@@ -236,6 +252,11 @@ impl Settings {
         if self.max_pixels == 0 || self.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "max_pixels and max_body_mb must be positive".into(),
+            ));
+        }
+        if self.max_output_pixels == 0 || self.max_request_memory_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "max_output_pixels and max_request_memory_mb must be positive".into(),
             ));
         }
         Ok(())
@@ -300,5 +321,46 @@ mod tests {
             ..ConfigLayer::default()
         };
         assert!(Settings::from_layers(flags, ConfigLayer::default()).is_err());
+    }
+
+    #[test]
+    fn output_and_memory_limits_default_and_come_from_flags_or_the_file() {
+        let d = Settings::from_layers(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        assert_eq!(d.max_output_pixels, 200_000_000);
+        assert_eq!(d.max_request_memory_bytes, 4096 << 20);
+
+        let file: ConfigLayer =
+            toml::from_str("max_output_pixels = 1000\nmax_request_memory_mb = 64").unwrap();
+        let s = Settings::from_layers(ConfigLayer::default(), file.clone()).unwrap();
+        assert_eq!(s.max_output_pixels, 1000);
+        assert_eq!(s.max_request_memory_bytes, 64 << 20);
+
+        let flags = ConfigLayer {
+            max_output_pixels: Some(5),
+            max_request_memory_mb: Some(1),
+            ..ConfigLayer::default()
+        };
+        let s = Settings::from_layers(flags, file).unwrap();
+        assert_eq!(
+            (s.max_output_pixels, s.max_request_memory_bytes),
+            (5, 1 << 20)
+        );
+    }
+
+    #[test]
+    fn zero_output_or_memory_limits_are_refused() {
+        for flags in [
+            ConfigLayer {
+                max_output_pixels: Some(0),
+                ..ConfigLayer::default()
+            },
+            ConfigLayer {
+                max_request_memory_mb: Some(0),
+                ..ConfigLayer::default()
+            },
+        ] {
+            let err = Settings::from_layers(flags, ConfigLayer::default()).unwrap_err();
+            assert!(err.to_string().contains("must be positive"), "{err}");
+        }
     }
 }

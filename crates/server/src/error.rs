@@ -87,6 +87,40 @@ impl ApiError {
         )
     }
 
+    /// 413: upscaled `scale` times, a `width × height` upload would have more pixels than
+    /// `limit`.
+    pub fn output_too_large(width: u64, height: u64, scale: u64, limit: u64) -> Self {
+        let (ow, oh) = (width.saturating_mul(scale), height.saturating_mul(scale));
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the result would be {ow}x{oh} = {} pixels (the {width}x{height} image upscaled \
+                 x{scale}), more than the limit of {limit} output pixels (max_output_pixels)",
+                ow.saturating_mul(oh)
+            ),
+        )
+    }
+
+    /// 413: the request would need `needed` bytes (`image` of them for the output image,
+    /// the rest for the model's runs), more than `limit`.
+    pub fn memory_too_large(needed: u64, image: u64, limit: u64) -> Self {
+        let mib = |b: u64| b.div_ceil(1 << 20);
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "upscaling this image would need about {} MiB ({} MiB for the result, {} MiB \
+                 for the model's runs), more than the limit of {} MiB per request \
+                 (max_request_memory_mb)",
+                mib(needed),
+                mib(image),
+                mib(needed.saturating_sub(image)),
+                mib(limit)
+            ),
+        )
+    }
+
     /// 429 with the number of seconds after which a retry is likely to be accepted.
     pub fn queue_full(queued: usize, retry_after_secs: u64) -> Self {
         ApiError {

@@ -31,7 +31,7 @@ use crate::error::{ApiError, json_errors};
 use crate::models::ModelRegistry;
 use crate::queue::{JobOutput, JobQueue, JobRequest, JobStatus};
 use crate::telemetry::{record_devices, track_requests};
-use crate::upload::{Upload, check_header};
+use crate::upload::{Upload, check_header, check_request};
 
 /// Everything a handler can reach.
 #[derive(Clone)]
@@ -212,7 +212,9 @@ async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
 fn job_request(app: &AppState, upload: Upload) -> Result<JobRequest, ApiError> {
     let format = upload.output_format()?;
     let model = app.models.resolve(upload.model.as_deref())?;
-    check_header(&upload.image, &app.queue.config().limits)?;
+    let config = app.queue.config();
+    let header = check_header(&upload.image, &config.limits)?;
+    check_request(&header, &model, &config.options, &config.request_limits)?;
     Ok(JobRequest {
         bytes: upload.image,
         model,

@@ -123,8 +123,20 @@ pub struct QueueConfig {
     pub result_ttl: Duration,
     pub result_store_bytes: usize,
     pub limits: Limits,
+    /// Checked before a job is queued: see [`RequestLimits`].
+    pub request_limits: RequestLimits,
     pub options: Options,
     pub encode: EncodeOptions,
+}
+
+/// What one request may need once upscaled, checked from the upload's header before it
+/// takes a place in the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Most pixels (width × height) of the upscaled result.
+    pub max_output_pixels: u64,
+    /// Most bytes of the output image plus the model's peak for one run.
+    pub max_memory_bytes: u64,
 }
 
 struct Job {

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::http::{AppState, HttpLimits, router};
 use crate::models::{ModelRegistry, ModelSetup, ReloadReport};
-use crate::queue::{JobQueue, QueueConfig};
+use crate::queue::{JobQueue, QueueConfig, RequestLimits};
 use crate::telemetry;
 use crate::worker::{Pipeline, Upscaler, WorkerPool};
 
@@ -168,6 +168,10 @@ impl Server {
             limits: Limits {
                 max_pixels: settings.max_pixels,
                 ..Limits::default()
+            },
+            request_limits: RequestLimits {
+                max_output_pixels: settings.max_output_pixels,
+                max_memory_bytes: settings.max_request_memory_bytes,
             },
             options: Options {
                 tile: settings.tile,

@@ -7,18 +7,21 @@
 //!
 //! [`check_header`] then reads the header only: the format must be one we decode (415
 //! otherwise), the header must be readable (422) and the size it claims within the pixel
-//! limit (413), so those uploads are refused before they take a place in the queue. Full
-//! decoding happens on a worker.
+//! limit (413), and [`check_request`] what the result would need: its pixel count and an
+//! estimate of its memory (413 beyond either limit), so those uploads are refused before
+//! they take a place in the queue. Full decoding happens on a worker.
 
 use axum::body::Bytes;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{FromRequest, Multipart, Query, Request};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use superres_imaging::{Limits, OutputFormat};
+use superres_imaging::{Header, Limits, OutputFormat};
+use superres_upscale::{Model, Options};
 
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::queue::RequestLimits;
 
 /// An uploaded image and what the client asked for.
 #[derive(Debug)]
@@ -119,10 +122,82 @@ fn multipart_error(e: MultipartError, limit_bytes: usize) -> ApiError {
 
 /// Refuses, from the header alone, uploads that are not an accepted image format, whose
 /// header cannot be read (422), or whose header claims more pixels than `limits` allow (413),
-/// before they take a place in the queue.
-pub fn check_header(bytes: &[u8], limits: &Limits) -> Result<(), ApiError> {
-    superres_imaging::probe(bytes, limits)?;
-    Ok(())
+/// before they take a place in the queue. Answers what the header declares.
+pub fn check_header(bytes: &[u8], limits: &Limits) -> Result<Header, ApiError> {
+    Ok(superres_imaging::probe_header(bytes, limits)?)
+}
+
+/// What upscaling an upload needs, estimated from its header before it is queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Estimate {
+    /// Width × height of the result.
+    pub output_pixels: u64,
+    /// Bytes of the result's pixels: `output_pixels × channels × bytes per sample`.
+    pub image_bytes: u64,
+    /// The model's peak for one run of the size (and batch) the pipeline starts with.
+    pub run_bytes: u64,
+}
+
+impl Estimate {
+    /// The request's memory: the output image and the model's run.
+    pub fn total_bytes(&self) -> u64 {
+        self.image_bytes.saturating_add(self.run_bytes)
+    }
+}
+
+/// Output pixels of a `width × height` image upscaled `scale` times (saturating).
+pub fn output_pixels(width: u64, height: u64, scale: u64) -> u64 {
+    width
+        .saturating_mul(scale)
+        .saturating_mul(height.saturating_mul(scale))
+}
+
+/// Refuses (413) an upload whose result would exceed `limits`: first its pixel count, then
+/// the memory it would need (the output image plus `model`'s peak for the run size
+/// `options` give). Cheap: the run's peak comes from the model's buffer plan, not a run.
+pub fn check_request(
+    header: &Header,
+    model: &Model,
+    options: &Options,
+    limits: &RequestLimits,
+) -> Result<Estimate, ApiError> {
+    let (w, h, scale) = (
+        u64::from(header.width),
+        u64::from(header.height),
+        model.scale() as u64,
+    );
+    let output_pixels = output_pixels(w, h, scale);
+    if output_pixels > limits.max_output_pixels {
+        return Err(ApiError::output_too_large(
+            w,
+            h,
+            scale,
+            limits.max_output_pixels,
+        ));
+    }
+    // The result has the colour channels of the image, or of an RGB model's output.
+    let channels =
+        header.color_channels.max(model.input_channels()) + usize::from(header.has_alpha);
+    let image_bytes = output_pixels
+        .saturating_mul(channels as u64)
+        .saturating_mul(header.bytes_per_sample as u64);
+    let tiling = model.tiling(header.width as usize, header.height as usize, options);
+    let (run_w, run_h) = tiling.run_size();
+    // A size the backend cannot plan fails in the run, with the run's own error.
+    let run_bytes = model.peak_bytes(run_h, run_w, tiling.batch).unwrap_or(0);
+    let estimate = Estimate {
+        output_pixels,
+        image_bytes,
+        run_bytes,
+    };
+    if estimate.total_bytes() > limits.max_memory_bytes {
+        return Err(ApiError::memory_too_large(
+            estimate.total_bytes(),
+            image_bytes,
+            limits.max_memory_bytes,
+        ));
+    }
+    Ok(estimate)
 }
 
 #[cfg(test)]
@@ -158,6 +233,12 @@ mod tests {
     fn a_header_claiming_too_many_pixels_is_refused_before_decoding() {
         let err = check_header(&png_header(100_000, 100_000), &Limits::default()).unwrap_err();
         assert_eq!(err.status(), StatusCode::PAYLOAD_TOO_LARGE, "{err:?}");
+    }
+
+    #[test]
+    fn output_pixels_multiply_both_sides_and_saturate() {
+        assert_eq!(output_pixels(4096, 4096, 8), 4096 * 8 * 4096 * 8);
+        assert_eq!(output_pixels(u64::MAX, 2, 2), u64::MAX);
     }
 
     #[test]

@@ -702,3 +702,86 @@ async fn an_enhance_client_that_disconnects_frees_its_worker() {
         .unwrap();
     server.stop().await;
 }
+
+/// The JSON error of a response: status, code and message.
+async fn error_of(r: reqwest::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.expect("error body is JSON");
+    let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    (status, text("code"), text("error"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_output_pixel_limit_is_refused_before_it_is_queued() {
+    // ×2: 20×12 gives 40×24 = 960 pixels, exactly the limit; 21×12 gives 42×24 = 1008.
+    let settings = Settings {
+        max_output_pixels: 960,
+        ..settings()
+    };
+    let server = start_with_models(settings, vec![tiny_model("m", 2, Family::Rgb)]).await;
+    let http = client();
+    let post = |w, h, path: &str| {
+        http.post(server.url(path))
+            .multipart(image_form(png(w, h)))
+            .send()
+    };
+
+    let r = post(20, 12, "/enhance").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(png_size(&r.bytes().await.unwrap()), (40, 24));
+
+    for path in ["/enhance", "/v1/jobs"] {
+        let (status, code, message) = error_of(post(21, 12, path).await.unwrap()).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (413, "too_large"),
+            "{path}: {message}"
+        );
+        assert!(
+            message.contains("42x24 = 1008 pixels") && message.contains("limit of 960"),
+            "{path}: the would-be size and the limit are named: {message}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_memory_limit_is_refused_before_it_is_queued() {
+    // The limit is exactly what a 20×12 upload needs: its ×2 RGB result (8-bit) and the
+    // model's peak for the run the pipeline would make of it.
+    let model = tiny_model("m", 2, Family::Rgb);
+    let options = superres_upscale::Options {
+        tile: None,
+        memory_budget: Settings::default().memory_budget_bytes,
+    };
+    let tiling = model.tiling(20, 12, &options);
+    let (rw, rh) = tiling.run_size();
+    let needed = 40 * 24 * 3 + model.peak_bytes(rh, rw, tiling.batch).unwrap();
+    let settings = Settings {
+        max_request_memory_bytes: needed,
+        ..settings()
+    };
+    let server = start_with_models(settings, vec![model]).await;
+    let http = client();
+    let post = |w, h| {
+        http.post(server.url("/enhance"))
+            .multipart(image_form(png(w, h)))
+            .send()
+    };
+
+    let r = post(20, 12).await.unwrap();
+    assert_eq!(r.status(), 200, "an upload needing exactly the limit runs");
+    assert_eq!(png_size(&r.bytes().await.unwrap()), (40, 24));
+
+    let (status, code, message) = error_of(post(40, 24).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (413, "too_large"), "{message}");
+    assert!(
+        message.contains("MiB") && message.contains("max_request_memory_mb"),
+        "the estimate and the limit are named: {message}"
+    );
+
+    let r = client().get(server.url("/readyz")).send().await.unwrap();
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ready["queued"], 0, "nothing was queued: {ready}");
+    server.stop().await;
+}
