@@ -7,6 +7,8 @@
 //!
 //! Needs a C++ compiler (`c++`); CI has one and sets `CI`, under which its absence fails.
 
+mod common;
+
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -528,4 +530,43 @@ fn sixteen_bit_storage_and_eight_bit_maps_match_their_rust_twins() {
     om.convert(&want, 3, &mut want_back);
     assert_eq!(back, want_back);
     assert_eq!(back, src, "the EDSR maps are inverses on 8-bit values");
+}
+
+#[test]
+fn the_cuda_c_kernels_reproduce_the_twin_on_every_operator() {
+    let Some(k) = build() else { return };
+    let g = common::every_op_graph();
+    let (h, w) = (10, 14);
+    let batch = Batch {
+        n: 2,
+        h,
+        w,
+        c: 3,
+        data: HostData::F32(common::values(2 * h * w * 3, 31, 1.0)),
+    };
+    let twin = Twin::new(&g, Precision::Exact).expect("lower");
+    let want = twin.run(&batch, &Io::default()).expect("twin");
+    let mut kinds = std::collections::BTreeSet::new();
+    let got = twin
+        .run_with(&batch, &Io::default(), &mut |plan, step, arena| {
+            let done = exec(k, &twin, plan, step, arena);
+            if done {
+                kinds.insert(
+                    format!("{step:?}")
+                        .split([' ', '{'])
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                );
+            }
+            done
+        })
+        .expect("kernels");
+    assert_eq!(got, want);
+    let all: std::collections::BTreeSet<String> =
+        ["Binary", "Concat", "DepthToSpace", "Pointwise", "Resize"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    assert_eq!(kinds, all, "every kind of step ran on the kernels");
 }

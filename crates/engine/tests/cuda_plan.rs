@@ -4,6 +4,8 @@
 //! on machines without a GPU. The same runs measure each precision's loss (emulated
 //! `f16`/`bf16` storage and TF32 products): the numbers the README's precision table quotes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use superres_engine::cpu::reference;
@@ -297,4 +299,46 @@ fn eight_bit_maps_run_on_the_device_plan_as_on_the_host() {
         "{off} of {} values differ, by up to {worst}",
         want.len()
     );
+}
+
+#[test]
+fn every_operator_and_lowering_path_matches_the_reference() {
+    let g = common::every_op_graph();
+    g.validate().expect("valid graph");
+    let (h, w) = (10, 14);
+    let images: Vec<Tensor> = (0..3)
+        .map(|i| Tensor::image(h, w, 3, common::values(h * w * 3, 20 + i, 1.0)))
+        .collect();
+    let want: Vec<Vec<Tensor>> = images
+        .iter()
+        .map(|x| reference::run(&g, x).expect("reference"))
+        .collect();
+    // Grouped convolutions keep every channel count unpadded.
+    let low = Lowered::new(&g, Precision::Fp16).expect("lower");
+    assert!(
+        low.cs
+            .iter()
+            .zip(&g.nodes)
+            .all(|(&cs, n)| cs == n.channels.unwrap_or(0))
+    );
+    for p in Precision::ALL {
+        let got = Twin::new(&g, p)
+            .expect("lower")
+            .run(&stack(&images), &Io::default())
+            .expect("run");
+        assert_eq!(got.len(), 2);
+        for (k, out) in got.iter().enumerate() {
+            for (i, w_i) in want.iter().enumerate() {
+                let (a, b) = (out.tensor(i), &w_i[k]);
+                assert_eq!(a.shape(), b.shape());
+                let d = max_diff(a.data(), b.data());
+                let bound = match p {
+                    Precision::Exact => 1e-4,
+                    Precision::Tf32 | Precision::Fp16 => 0.05,
+                    Precision::Bf16 => 0.3,
+                };
+                assert!(d < bound, "{p} output {k} image {i}: max diff {d}");
+            }
+        }
+    }
 }

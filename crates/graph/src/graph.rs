@@ -277,6 +277,18 @@ pub struct Scale {
     pub den: usize,
 }
 
+impl Scale {
+    /// `num / den` in lowest terms, so that equal scales compare equal (a stride-2
+    /// convolution followed by a ×2 upsampling is 1/1, not 2/2).
+    pub fn reduced(num: usize, den: usize) -> Scale {
+        let g = gcd(num, den).max(1);
+        Scale {
+            num: num / g,
+            den: den / g,
+        }
+    }
+}
+
 /// A node of the graph.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
@@ -620,13 +632,7 @@ impl Graph {
                         "{c} channels are not divisible by block² = {bb}"
                     )));
                 }
-                Ok((
-                    Some(c / bb),
-                    Some(Scale {
-                        num: s.num * block,
-                        den: s.den,
-                    }),
-                ))
+                Ok((Some(c / bb), Some(Scale::reduced(s.num * block, s.den))))
             }
             Op::Resize { factor, .. } => {
                 arity(1)?;
@@ -634,13 +640,7 @@ impl Graph {
                 if *factor == 0 {
                     return Err(err("zero resize factor".into()));
                 }
-                Ok((
-                    Some(c),
-                    Some(Scale {
-                        num: s.num * factor,
-                        den: s.den,
-                    }),
-                ))
+                Ok((Some(c), Some(Scale::reduced(s.num * factor, s.den))))
             }
             Op::Concat => {
                 if inputs.is_empty() {

@@ -10,7 +10,8 @@
 #define __forceinline__ inline
 
 struct dim3_ { unsigned x, y, z; };
-static dim3_ blockIdx, blockDim, threadIdx, gridDim;
+// Per thread: tests launch kernels from several threads at once.
+static thread_local dim3_ blockIdx, blockDim, threadIdx, gridDim;
 
 // The test runs a launch as grid × block calls of the kernel, one per emulated thread.
 extern "C" void superres_host_thread(unsigned grid, unsigned block, unsigned b, unsigned t) {
