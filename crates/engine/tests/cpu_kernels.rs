@@ -548,7 +548,7 @@ fn fast_tanh_matches_f64() {
     while x <= 12.0 {
         for v in [x, x * 1e-3, x * 1e-5] {
             let want = (v as f64).tanh();
-            let got = superres_engine::cpu::conv::tanh(v) as f64;
+            let got = superres_engine::cpu::tanh(v) as f64;
             let e = (got - want).abs();
             // A few ulp, relative: as accurate near 0 as near ±1.
             assert!(e <= 5e-7 * want.abs(), "tanh({v}) = {got}, want {want}");

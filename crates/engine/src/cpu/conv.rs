@@ -300,7 +300,7 @@ pub enum Algo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConvAlgo {
     /// Winograd for 3×3 stride-1 convolutions with at least 16 input and output channels
-    /// (F(6,3) from [`F6_MIN_CHANNELS`](super::winograd::F6_MIN_CHANNELS) channels up,
+    /// (F(6,3) from `winograd::F6_MIN_CHANNELS` channels up,
     /// F(4,3) below), the direct or pixel-vectorised kernel otherwise.
     #[default]
     Auto,
@@ -351,10 +351,6 @@ impl ConvKernel {
             isa,
             algo,
         }
-    }
-
-    pub fn is_winograd(&self) -> bool {
-        matches!(self.algo, Algo::Winograd(_))
     }
 
     /// Computes the convolution of `x` (`h × w × cin`) into `out` (`oh × ow × cout`).

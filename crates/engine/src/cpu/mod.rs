@@ -10,17 +10,17 @@
 //! fewer multiplications than any direct convolution; and im2col would add 9× the activation
 //! traffic. So the kernels are hand-written, in three layers:
 //!
-//! - [`gemm`]: register-blocked micro-kernels, `mr` rows × `np` panels of 16 output channels
+//! - `gemm`: register-blocked micro-kernels, `mr` rows × `np` panels of 16 output channels
 //!   (AVX-512: 12×32 or 14×16 accumulators in `zmm` registers; AVX2+FMA: 6×16; a portable
 //!   twin with the same blocking). Chosen once with `is_x86_feature_detected!`.
-//! - [`conv`]: the direct convolution as an implicit GEMM over a zero-padded row band (every
+//! - `conv`: the direct convolution as an implicit GEMM over a zero-padded row band (every
 //!   kernel row is one contiguous reduction run), for 1×1, 4×4, 5×5, strided, dilated,
 //!   grouped and small-channel convolutions, with the epilogue applied as each register block
 //!   is stored.
-//! - [`pixconv`]: the direct convolution vectorised over 16 output pixels instead of 16
+//! - `pixconv`: the direct convolution vectorised over 16 output pixels instead of 16
 //!   output channels, for at most 12 output channels (ESPCN's 32→9, LapSRN's 64→4), where
 //!   the channel-vectorised kernel would leave most lanes idle.
-//! - [`winograd`]: F(6×6, 3×3) (from 32 channels) and F(4×4, 3×3) (16 to 31) for 3×3
+//! - `winograd`: F(6×6, 3×3) (from 32 channels) and F(4×4, 3×3) (16 to 31) for 3×3
 //!   stride-1 convolutions: input transform into packed panels, 64 or 36 transform-domain
 //!   products with the same micro-kernels, output transform fused with the epilogue, in tile
 //!   blocks sized so the working set stays in cache whatever the image size.
@@ -37,12 +37,15 @@
 //!
 //! [`reference`](mod@reference) stays the plain definition every kernel is tested against.
 
-pub mod conv;
-pub mod gemm;
+// The kernels are private to the crate: they take raw pointers and run instruction sets
+// that exist only where detection found them, so safe code outside could reach undefined
+// behaviour through them. An `Isa` reaches them only through `CpuBackend`, which checks it.
+pub(crate) mod conv;
+pub(crate) mod gemm;
 pub mod ops;
-pub mod pixconv;
+pub(crate) mod pixconv;
 pub mod reference;
-pub mod winograd;
+pub(crate) mod winograd;
 
 use std::sync::{Arc, Mutex};
 
@@ -50,7 +53,7 @@ use superres_graph::{
     Activation, BinaryOp, DepthToSpaceMode, Graph, Op, ResizeMode, Tensor, UnaryOp,
 };
 
-pub use conv::ConvAlgo;
+pub use conv::{ConvAlgo, tanh};
 pub use gemm::Isa;
 
 use crate::plan::{self, InPlace, Loc};

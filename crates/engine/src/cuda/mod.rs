@@ -16,7 +16,7 @@
 //! - [`twin`]: a host executor of that same plan (each device operation written for the CPU,
 //!   `f16`/`bf16`/TF32 rounding emulated), so the plan is tested against
 //!   [`crate::cpu::reference`] on every shared model without a GPU.
-//! - [`device`]: the executor on a GPU: a context per device, weights uploaded once, lanes
+//! - `device`: the executor on a GPU: a context per device, weights uploaded once, lanes
 //!   (a stream, a cuDNN handle, an arena each), cuDNN algorithms found with
 //!   `cudnnFindConvolutionForwardAlgorithmEx` and cached per shape.
 //! - [`nvml`]: memory and utilisation for `/metrics` and the page.
