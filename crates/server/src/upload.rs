@@ -181,10 +181,17 @@ pub fn check_request(
     let image_bytes = output_pixels
         .saturating_mul(channels as u64)
         .saturating_mul(header.bytes_per_sample as u64);
-    let tiling = model.tiling(header.width as usize, header.height as usize, options);
-    let (run_w, run_h) = tiling.run_size();
-    // A size the backend cannot plan fails in the run, with the run's own error.
-    let run_bytes = model.peak_bytes(run_h, run_w, tiling.batch).unwrap_or(0);
+    // Host memory only: on a GPU the runs live in device memory, which the device bounds
+    // itself (tiles follow its free memory, an out-of-memory retries smaller), and what
+    // the host holds is the result image.
+    let run_bytes = if model.memory_available().is_some() {
+        0
+    } else {
+        let tiling = model.tiling(header.width as usize, header.height as usize, options);
+        let (run_w, run_h) = tiling.run_size();
+        // A size the backend cannot plan fails in the run, with the run's own error.
+        model.peak_bytes(run_h, run_w, tiling.batch).unwrap_or(0)
+    };
     let estimate = Estimate {
         output_pixels,
         image_bytes,
