@@ -16,16 +16,22 @@
 //! - [`twin`]: a host executor of that same plan (each device operation written for the CPU,
 //!   `f16`/`bf16`/TF32 rounding emulated), so the plan is tested against
 //!   [`crate::cpu::reference`] on every shared model without a GPU.
-//! - `device`: the executor on a GPU: a context per device, weights uploaded once, lanes
-//!   (a stream, a cuDNN handle, an arena each), cuDNN algorithms found with
-//!   `cudnnFindConvolutionForwardAlgorithmEx` and cached per shape.
+//! - `probing`: the driver, NVRTC, cuDNN and each GPU, found without opening anything.
+//! - `gpu`: a context and the loaded kernels per GPU, and its lanes (a stream, a cuDNN
+//!   handle and the buffers of its runs each); `handles`: the owned CUDA resources.
+//! - `device`: the backend and its executables: weights uploaded once per model per GPU,
+//!   cuDNN algorithms found with `cudnnFindConvolutionForwardAlgorithmEx` and cached per
+//!   shape, submissions enqueued on the least busy lane and waited for separately.
 //! - [`nvml`]: memory and utilisation for `/metrics` and the page.
 
 mod device;
 pub mod dplan;
+mod gpu;
+mod handles;
 pub mod kernels;
 pub mod libs;
 pub mod nvml;
+mod probing;
 pub mod twin;
 
 use std::sync::Arc;
@@ -123,7 +129,7 @@ pub const MIN_COMPUTE_CAPABILITY: (u32, u32) = (7, 5);
 /// that lacks an entry point, is reported as such.
 pub fn probe() -> Report {
     libs::preload();
-    std::panic::catch_unwind(device::probe).unwrap_or_else(|_| Report {
+    std::panic::catch_unwind(probing::probe).unwrap_or_else(|_| Report {
         driver: Err("the CUDA driver library failed while being probed".into()),
         nvrtc: Err("not probed".into()),
         cudnn: Err("not probed".into()),
