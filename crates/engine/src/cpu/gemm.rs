@@ -113,7 +113,7 @@ pub struct Block<'a> {
 
 /// A convolution's epilogue as [`epilogue_block`] applies it: `y = act(acc + bias)`, then
 /// `y = skip + scale·y` (`skip + y` when the scale is 1), in that order and without fused
-/// multiply-adds, so that it rounds exactly like [`super::conv::Epilogue::store`].
+/// multiply-adds, so that it rounds exactly like [`super::epilogue::Epilogue::store`].
 #[derive(Clone, Copy, Debug)]
 pub struct Output {
     /// The block's biases (`np * 16` readable values, only the first `valid` used).
@@ -136,7 +136,7 @@ pub enum VecAct {
     Leaky(f32),
     /// The same with a slope per channel (`np * 16` readable values, like the bias).
     PRelu(*const f32),
-    /// [`super::conv::tanh`], lane by lane.
+    /// [`super::math::tanh`], lane by lane.
     Tanh,
 }
 
@@ -169,7 +169,7 @@ fn epilogue_lanes(o: &Output, y: &mut [f32; 16], lane0: usize, skip: Option<&[f3
                     unsafe { *a.add(lane0 + l) * v }
                 }
             }
-            VecAct::Tanh => super::conv::tanh(v),
+            VecAct::Tanh => super::math::tanh(v),
         };
         if let (Some((s, _, _)), Some(k)) = (o.residual, skip) {
             v = if s == 1.0 { v + k[l] } else { k[l] + s * v };
@@ -471,7 +471,7 @@ mod x86 {
                 }
                 VecAct::Tanh => {
                     let mut y: [f32; 16] = std::mem::transmute(v);
-                    y.iter_mut().for_each(|y| *y = crate::cpu::conv::tanh(*y));
+                    y.iter_mut().for_each(|y| *y = crate::cpu::math::tanh(*y));
                     v = std::mem::transmute::<[f32; 16], __m512>(y);
                 }
             }

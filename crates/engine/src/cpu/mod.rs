@@ -41,7 +41,10 @@
 // that exist only where detection found them, so safe code outside could reach undefined
 // behaviour through them. An `Isa` reaches them only through `CpuBackend`, which checks it.
 pub(crate) mod conv;
+mod epilogue;
 pub(crate) mod gemm;
+mod kernel;
+mod math;
 pub mod ops;
 pub(crate) mod pixconv;
 pub mod reference;
@@ -53,8 +56,9 @@ use superres_graph::{
     Activation, BinaryOp, DepthToSpaceMode, Graph, Op, ResizeMode, Tensor, UnaryOp,
 };
 
-pub use conv::{ConvAlgo, tanh};
+pub use conv::ConvAlgo;
 pub use gemm::Isa;
+pub use math::tanh;
 
 use crate::plan::{self, InPlace, Loc};
 use crate::{

@@ -36,7 +36,7 @@ pub fn unary(op: UnaryOp, out: &mut [f32], src: Option<&[f32]>, c: usize) {
 pub fn activation(a: &Activation, out: &mut [f32], src: Option<&[f32]>, c: usize) {
     match a {
         Activation::Relu => map(out, src, c, |x, _| x.max(0.0)),
-        Activation::Tanh => map(out, src, c, |x, _| super::conv::tanh(x)),
+        Activation::Tanh => map(out, src, c, |x, _| super::math::tanh(x)),
         other => map(out, src, c, |x, ch| other.apply(x, ch)),
     }
 }

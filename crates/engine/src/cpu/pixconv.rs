@@ -19,8 +19,8 @@
 use rayon::prelude::*;
 use superres_graph::Conv2d;
 
-use super::conv::{ConvKernel, SendPtr, Skip, with_scratch};
 use super::gemm::Isa;
+use super::kernel::{SendPtr, Skip, Spec, with_scratch};
 
 /// Most output channels.
 pub const MAX_C: usize = 12;
@@ -68,7 +68,7 @@ impl PixelConv {
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
-        ck: &ConvKernel,
+        ck: &Spec,
         x: &[f32],
         h: usize,
         w: usize,

@@ -47,8 +47,8 @@
 use rayon::prelude::*;
 use superres_graph::Conv2d;
 
-use super::conv::{ConvKernel, SendPtr, Skip, with_scratch};
 use super::gemm::{self, ALayout, Block};
+use super::kernel::{SendPtr, Skip, Spec, with_scratch};
 
 /// The output tile of a Winograd convolution: F(4×4, 3×3) or F(6×6, 3×3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +194,7 @@ impl Winograd {
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
-        ck: &ConvKernel,
+        ck: &Spec,
         x: &[f32],
         h: usize,
         w: usize,
@@ -269,7 +269,7 @@ impl Winograd {
 /// Everything one block needs.
 struct Job<'a> {
     wg: &'a Winograd,
-    ck: &'a ConvKernel,
+    ck: &'a Spec,
     x: &'a [f32],
     h: usize,
     w: usize,
