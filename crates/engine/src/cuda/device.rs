@@ -619,39 +619,27 @@ impl DeviceExecutable {
             "upload",
         )?;
         let (c, cs) = (plan.input_c as i32, plan.input_cs as i32);
-        match io.input {
+        // Both kernels take (dst, cs, src, c, npix); the 8-bit one also its map.
+        let mut args = vec![
+            Arg::Ptr(addr(Buf::Input)),
+            Arg::I32(cs),
+            Arg::Ptr(staging_in),
+            Arg::I32(c),
+            Arg::I64(npix_in as i64),
+        ];
+        let family = match io.input {
             Some(m) => {
-                let map = InMapC {
+                args.push(Arg::InMap(InMapC {
                     perm: m.perm.map(|p| p as i32),
                     add: m.add,
                     mul: m.mul,
                     div: m.div,
-                };
-                lane.launch(
-                    &kernels::name("input_u8", t),
-                    npix_in * plan.input_cs,
-                    &[
-                        Arg::Ptr(addr(Buf::Input)),
-                        Arg::I32(cs),
-                        Arg::Ptr(staging_in),
-                        Arg::I32(c),
-                        Arg::I64(npix_in as i64),
-                        Arg::InMap(map),
-                    ],
-                )?;
+                }));
+                "input_u8"
             }
-            None => lane.launch(
-                &kernels::name("input_f32", t),
-                npix_in * plan.input_cs,
-                &[
-                    Arg::Ptr(addr(Buf::Input)),
-                    Arg::I32(cs),
-                    Arg::Ptr(staging_in),
-                    Arg::I32(c),
-                    Arg::I64(npix_in as i64),
-                ],
-            )?,
-        }
+            None => "input_f32",
+        };
+        lane.launch(&kernels::name(family, t), npix_in * plan.input_cs, &args)?;
 
         for step in &plan.steps {
             self.enqueue_step(
@@ -667,42 +655,30 @@ impl DeviceExecutable {
             }
             let npix = plan.n * o.h * o.w;
             let dst = base + layout.staging_out[k] as u64;
-            match io.output {
+            // Both kernels take (dst, src, cs, c, npix); the 8-bit one also its map.
+            let mut args = vec![
+                Arg::Ptr(dst),
+                Arg::Ptr(addr(o.buf)),
+                Arg::I32(o.cs as i32),
+                Arg::I32(o.c as i32),
+                Arg::I64(npix as i64),
+            ];
+            let family = match io.output {
                 Some(m) => {
-                    let map = OutMapC {
+                    args.push(Arg::OutMap(OutMapC {
                         perm: m.perm.map(|p| p as i32),
                         add: m.add,
                         mul: m.mul,
-                    };
-                    lane.launch(
-                        &kernels::name("output_u8", t),
-                        npix * o.c,
-                        &[
-                            Arg::Ptr(dst),
-                            Arg::Ptr(addr(o.buf)),
-                            Arg::I32(o.cs as i32),
-                            Arg::I32(o.c as i32),
-                            Arg::I64(npix as i64),
-                            Arg::OutMap(map),
-                        ],
-                    )?;
+                    }));
                     out_total += npix * o.c;
+                    "output_u8"
                 }
                 None => {
-                    lane.launch(
-                        &kernels::name("output_f32", t),
-                        npix * o.c,
-                        &[
-                            Arg::Ptr(dst),
-                            Arg::Ptr(addr(o.buf)),
-                            Arg::I32(o.cs as i32),
-                            Arg::I32(o.c as i32),
-                            Arg::I64(npix as i64),
-                        ],
-                    )?;
                     out_total += npix * o.c * 4;
+                    "output_f32"
                 }
-            }
+            };
+            lane.launch(&kernels::name(family, t), npix * o.c, &args)?;
         }
         let pinned = sub.pinned_out.insert(pool.pinned(out_total)?);
         let mut at = 0usize;
