@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use superres_engine::Precision;
-use superres_server::{ConfigLayer, LogFormat, ModelSetup, Server, Settings};
+use superres_server::{ConfigLayer, LogFormat, ModelSetup, Secret, Server, Settings};
 use superres_upscale::device::{self, DeviceSpec};
 
 #[derive(Parser)]
@@ -26,7 +26,17 @@ in the TOML file given by --config, with the flag's name in snake_case as key, f
     precision = \"fp16\"
 
 Flags win over environment variables, which win over the file.
-Signals: SIGTERM or SIGINT drain and stop (exit 0); SIGHUP reloads the models.")]
+Signals: SIGTERM or SIGINT drain and stop (exit 0); SIGHUP reloads the models and the API key \
+file.
+
+Access control: with --admin-token (or --admin-token-file) the admin endpoint \
+POST /v1/models/reload answers to `Authorization: Bearer TOKEN`; without one it is disabled \
+(403). With --api-keys FILE, POST /enhance, POST /v1/jobs and the job endpoints need \
+`Authorization: Bearer KEY`, and each key sees only its own jobs. The file has one line per \
+key, NAME:SHA256HEX[:MAX_IN_FLIGHT], where SHA256HEX is the SHA-256 of the key, e.g.:
+
+    KEY=$(head -c 24 /dev/urandom | base64)
+    echo \"alice:$(printf %s \"$KEY\" | sha256sum | cut -d' ' -f1):4\" >> keys.txt")]
 pub struct Args {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "SUPERRES_BIND")]
@@ -91,9 +101,36 @@ pub struct Args {
     /// (e.g. `debug`, `info,tower_http=warn`).
     #[arg(long, env = "SUPERRES_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Who may do what (boxed: the flags of `serve` are many).
+    #[command(flatten)]
+    access: Box<AccessArgs>,
     /// A TOML file of settings.
     #[arg(long, env = "SUPERRES_CONFIG")]
     config: Option<PathBuf>,
+}
+
+/// The access-control flags of `serve`.
+#[derive(clap::Args)]
+struct AccessArgs {
+    /// Token for the admin endpoints (POST /v1/models/reload), sent as
+    /// `Authorization: Bearer TOKEN` [default: none, admin endpoints disabled].
+    #[arg(long, env = "SUPERRES_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// File whose first line (trimmed) is the admin token, read at start.
+    #[arg(
+        long,
+        env = "SUPERRES_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    admin_token_file: Option<PathBuf>,
+    /// API key file, one NAME:SHA256HEX[:MAX_IN_FLIGHT] per line; submissions and jobs then
+    /// need `Authorization: Bearer KEY`. Reloaded on SIGHUP and POST /v1/models/reload
+    /// [default: none, open service].
+    #[arg(long, env = "SUPERRES_API_KEYS")]
+    api_keys: Option<PathBuf>,
+    /// Jobs queued or running at once per API key whose line names no limit [default: 4].
+    #[arg(long, env = "SUPERRES_API_KEY_MAX_IN_FLIGHT")]
+    api_key_max_in_flight: Option<usize>,
 }
 
 impl Args {
@@ -118,6 +155,10 @@ impl Args {
             tile: self.tile,
             memory_budget_mb: self.memory_budget_mb,
             log_format: self.log_format,
+            admin_token: self.access.admin_token.map(Secret::from),
+            admin_token_file: self.access.admin_token_file,
+            api_keys: self.access.api_keys,
+            api_key_max_in_flight: self.access.api_key_max_in_flight,
         };
         (layer, self.config)
     }

@@ -481,3 +481,77 @@ fn serve_logs_the_device_and_the_reason() {
         assert!(line.contains(", precision exact — "), "{line}");
     }
 }
+
+/// The log of `serve ARGS` on the CPU up to its "listening" line (or its end, when it
+/// cannot start).
+fn serve_log(args: &[&str]) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let mut child = bin()
+        .args(["serve", "--device", "cpu", "--model"])
+        .arg(fixture_model())
+        .args(args)
+        .env("SUPERRES_LOG", "info")
+        .env("SUPERRES_LOG_FORMAT", "text")
+        .env_remove("SUPERRES_ADMIN_TOKEN")
+        .env_remove("SUPERRES_API_KEYS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let done = line.contains("listening");
+            if tx.send(line).is_err() || done {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        let done = line.contains("listening");
+        log.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    log.join("\n")
+}
+
+/// Listening beyond loopback with no access control is warned about before "listening";
+/// with a token, or on loopback, it is not.
+#[test]
+fn serve_warns_when_it_is_open_beyond_loopback() {
+    let warning = "with no access control";
+    let log = serve_log(&["--bind", "0.0.0.0:0"]);
+    assert!(log.contains("listening"), "the server started: {log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(warning))
+        .unwrap_or_else(|| panic!("no warning in the log:\n{log}"));
+    assert!(
+        line.contains("WARN") && line.contains("--api-keys"),
+        "{line}"
+    );
+
+    for args in [
+        &["--bind", "0.0.0.0:0", "--admin-token", "s3cret"][..],
+        &["--bind", "127.0.0.1:0"][..],
+    ] {
+        let log = serve_log(args);
+        assert!(log.contains("listening"), "{args:?}: {log}");
+        assert!(!log.contains(warning), "{args:?}: {log}");
+        assert!(!log.contains("s3cret"), "the token is never logged: {log}");
+    }
+
+    let log = serve_log(&["--bind", "127.0.0.1:0", "--api-keys", "/nonexistent/keys"]);
+    assert!(!log.contains("listening"), "{log}");
+    assert!(log.contains("cannot read the API key file"), "{log}");
+}

@@ -5,6 +5,10 @@
 //! command-line flags. The command line parses the last two into one layer (clap reads the
 //! variables), reads the file into another, and [`Settings::from_layers`] fills what neither
 //! names with the defaults below. Every size a request can influence has a limit here.
+//!
+//! Access control is configured here too (see [`crate::auth`]): the admin token, given in
+//! the clear (`admin_token`) or as a file whose first line it is (`admin_token_file`, read
+//! once, at start), and the API key file (`api_keys`, read at start and on every reload).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +16,26 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use superres_engine::Precision;
 use superres_upscale::device::DeviceSpec;
+
+use crate::auth::AdminToken;
+
+/// A secret given in the clear (the admin token from a flag, a variable or the file). Its
+/// `Debug` shows nothing of it, so settings can be logged.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -64,6 +88,15 @@ pub struct ConfigLayer {
     pub tile: Option<usize>,
     pub memory_budget_mb: Option<usize>,
     pub log_format: Option<LogFormat>,
+    /// The admin token itself. A layer that names it or `admin_token_file` decides the
+    /// token for the layers below it too.
+    pub admin_token: Option<Secret>,
+    /// A file whose first line (trimmed) is the admin token.
+    pub admin_token_file: Option<PathBuf>,
+    /// The API key file (`NAME:SHA256HEX[:MAX_IN_FLIGHT]` per line).
+    pub api_keys: Option<PathBuf>,
+    /// Jobs in flight per API key whose line gives no limit.
+    pub api_key_max_in_flight: Option<usize>,
 }
 
 /// A TOML string read with the type's `FromStr`, so the file accepts exactly what the flag
@@ -108,6 +141,21 @@ impl ConfigLayer {
 
     /// This layer, with `below` filling what it leaves unsaid.
     pub fn over(self, below: ConfigLayer) -> ConfigLayer {
+        // The token and the token file are one setting: a flag naming a token file replaces
+        // a token in the file below, and the other way round.
+        let token = if self.admin_token.is_some() || self.admin_token_file.is_some() {
+            ConfigLayer {
+                admin_token: self.admin_token,
+                admin_token_file: self.admin_token_file,
+                ..ConfigLayer::default()
+            }
+        } else {
+            ConfigLayer {
+                admin_token: below.admin_token,
+                admin_token_file: below.admin_token_file,
+                ..ConfigLayer::default()
+            }
+        };
         ConfigLayer {
             bind: self.bind.or(below.bind),
             models: self.models.or(below.models),
@@ -128,6 +176,9 @@ impl ConfigLayer {
             tile: self.tile.or(below.tile),
             memory_budget_mb: self.memory_budget_mb.or(below.memory_budget_mb),
             log_format: self.log_format.or(below.log_format),
+            api_keys: self.api_keys.or(below.api_keys),
+            api_key_max_in_flight: self.api_key_max_in_flight.or(below.api_key_max_in_flight),
+            ..token
         }
     }
 }
@@ -177,6 +228,12 @@ pub struct Settings {
     /// Memory for one tile's activations when `tile` is `None`.
     pub memory_budget_bytes: usize,
     pub log_format: LogFormat,
+    /// The token the admin endpoints answer to; `None` disables them.
+    pub admin_token: Option<AdminToken>,
+    /// The API key file; `None` leaves the service open (no key needed).
+    pub api_keys: Option<PathBuf>,
+    /// Jobs queued or running at once per API key whose line names no limit.
+    pub api_key_max_in_flight: usize,
 }
 
 impl Default for Settings {
@@ -201,6 +258,9 @@ impl Default for Settings {
             tile: None,
             memory_budget_bytes: superres_upscale::Options::default().memory_budget,
             log_format: LogFormat::Text,
+            admin_token: None,
+            api_keys: None,
+            api_key_max_in_flight: 4,
         }
     }
 }
@@ -239,6 +299,9 @@ impl Settings {
                 .memory_budget_mb
                 .map_or(d.memory_budget_bytes, |mb| mb.saturating_mul(1 << 20)),
             log_format: c.log_format.unwrap_or(d.log_format),
+            admin_token: admin_token(c.admin_token, c.admin_token_file.as_deref())?,
+            api_keys: c.api_keys,
+            api_key_max_in_flight: c.api_key_max_in_flight.unwrap_or(d.api_key_max_in_flight),
         };
         settings.validate()?;
         Ok(settings)
@@ -259,7 +322,30 @@ impl Settings {
                 "max_output_pixels and max_request_memory_mb must be positive".into(),
             ));
         }
+        if self.api_key_max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "api_key_max_in_flight must be at least 1".into(),
+            ));
+        }
         Ok(())
+    }
+}
+
+/// The admin token from the one source a layer named: the token itself, or the first line
+/// of a file, read now.
+fn admin_token(
+    token: Option<Secret>,
+    file: Option<&Path>,
+) -> Result<Option<AdminToken>, ConfigError> {
+    match (token, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid(
+            "give the admin token or the admin token file, not both".into(),
+        )),
+        (Some(Secret(t)), None) => AdminToken::new(&t).map(Some).map_err(ConfigError::Invalid),
+        (None, Some(path)) => AdminToken::from_file(path)
+            .map(Some)
+            .map_err(ConfigError::Invalid),
+        (None, None) => Ok(None),
     }
 }
 
@@ -312,6 +398,84 @@ mod tests {
         assert!(err.to_string().contains("unknown precision 'fp8'"), "{err}");
         let err = toml::from_str::<ConfigLayer>("device = \"tpu\"").unwrap_err();
         assert!(err.to_string().contains("unknown device 'tpu'"), "{err}");
+    }
+
+    #[test]
+    fn access_settings_come_from_flags_or_the_file() {
+        let d = Settings::from_layers(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        assert!(d.admin_token.is_none() && d.api_keys.is_none());
+        assert_eq!(d.api_key_max_in_flight, 4);
+
+        let file: ConfigLayer = toml::from_str(
+            "admin_token = \"from-file\"\napi_keys = \"/etc/superres/keys\"\napi_key_max_in_flight = 2",
+        )
+        .unwrap();
+        let s = Settings::from_layers(ConfigLayer::default(), file.clone()).unwrap();
+        assert!(s.admin_token.as_ref().unwrap().matches("from-file"));
+        assert_eq!(s.api_keys.as_deref(), Some(Path::new("/etc/superres/keys")));
+        assert_eq!(s.api_key_max_in_flight, 2);
+        assert!(
+            !format!("{file:?}{s:?}").contains("from-file"),
+            "the token never shows in Debug output"
+        );
+
+        let flags = ConfigLayer {
+            admin_token: Some(Secret("from-flag".into())),
+            api_key_max_in_flight: Some(7),
+            ..ConfigLayer::default()
+        };
+        let s = Settings::from_layers(flags, file.clone()).unwrap();
+        assert!(s.admin_token.as_ref().unwrap().matches("from-flag"));
+        assert_eq!(s.api_key_max_in_flight, 7);
+
+        // A token file given by a flag replaces the file's token; its first line, trimmed.
+        let dir = std::env::temp_dir().join(format!("superres-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("admin-token");
+        std::fs::write(&path, "  tok-from-file  \nsecond line\n").unwrap();
+        let flags = ConfigLayer {
+            admin_token_file: Some(path.clone()),
+            ..ConfigLayer::default()
+        };
+        let s = Settings::from_layers(flags, file).unwrap();
+        assert!(s.admin_token.as_ref().unwrap().matches("tok-from-file"));
+
+        std::fs::write(&path, "\n").unwrap();
+        let flags = ConfigLayer {
+            admin_token_file: Some(path.clone()),
+            ..ConfigLayer::default()
+        };
+        let err = Settings::from_layers(flags, ConfigLayer::default()).unwrap_err();
+        assert!(err.to_string().contains("admin token is empty"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_access_settings_are_refused() {
+        let both: ConfigLayer =
+            toml::from_str("admin_token = \"t\"\nadmin_token_file = \"/t\"").unwrap();
+        let err = Settings::from_layers(ConfigLayer::default(), both).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        let missing = ConfigLayer {
+            admin_token_file: Some("/nonexistent/superres-token".into()),
+            ..ConfigLayer::default()
+        };
+        let err = Settings::from_layers(missing, ConfigLayer::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot read the admin token file"),
+            "{err}"
+        );
+        let zero = ConfigLayer {
+            api_key_max_in_flight: Some(0),
+            ..ConfigLayer::default()
+        };
+        let err = Settings::from_layers(zero, ConfigLayer::default()).unwrap_err();
+        assert!(err.to_string().contains("api_key_max_in_flight"), "{err}");
+        let blank = ConfigLayer {
+            admin_token: Some(Secret("  ".into())),
+            ..ConfigLayer::default()
+        };
+        assert!(Settings::from_layers(blank, ConfigLayer::default()).is_err());
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after_secs: Option<u64>,
+    /// A 401 that asks for a bearer credential (`WWW-Authenticate: Bearer`).
+    bearer_challenge: bool,
 }
 
 #[derive(Serialize)]
@@ -38,6 +40,45 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            bearer_challenge: false,
+        }
+    }
+
+    /// 401 with `WWW-Authenticate: Bearer`: the request needs a credential it lacks (or
+    /// sends one in a form that is not `Bearer <secret>`).
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError {
+            bearer_challenge: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+    }
+
+    /// 403: the credential is not one this server knows.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 403: no admin token is configured, so no one may use the admin endpoints.
+    pub fn admin_disabled() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "admin endpoints are disabled: set --admin-token",
+        )
+    }
+
+    /// 429: the API key `name` already has `limit` jobs queued or running.
+    pub fn too_many_jobs(name: &str, limit: usize, retry_after_secs: u64) -> Self {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_jobs",
+                format!(
+                    "the API key '{name}' already has {limit} job(s) queued or running, its \
+                     limit: retry in about {retry_after_secs} s, once one has finished"
+                ),
+            )
         }
     }
 
@@ -208,6 +249,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.bearer_challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"superres\""),
+            );
+        }
         response
     }
 }
@@ -215,6 +262,8 @@ impl IntoResponse for ApiError {
 /// The machine code for a status produced outside the handlers.
 fn code_for(status: StatusCode) -> &'static str {
     match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "too_large",
@@ -284,6 +333,22 @@ mod tests {
     #[test]
     fn queue_full_carries_retry_after_of_at_least_one_second() {
         let r = ApiError::queue_full(3, 0).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn unauthorized_asks_for_a_bearer_credential_and_forbidden_does_not() {
+        let r = ApiError::unauthorized("x").into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"superres\""
+        );
+        let r = ApiError::forbidden("x").into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(!r.headers().contains_key(header::WWW_AUTHENTICATE));
+        let r = ApiError::too_many_jobs("alice", 2, 0).into_response();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }

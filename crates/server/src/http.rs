@@ -4,7 +4,10 @@
 //! arguments are extractors; the work it asks for is done by the [`JobQueue`] and the
 //! workers, the models come from the [`ModelRegistry`]. Cross-cutting concerns are tower
 //! layers applied in [`router`]: request ids, one log line per request, request metrics,
-//! JSON error bodies, the upload timeout and the body-size limit.
+//! JSON error bodies, the upload timeout and the body-size limit. Who may call what is
+//! decided by the extractors of [`crate::auth`]: [`Admin`] on the admin endpoints,
+//! [`Caller`] on the submissions and the job endpoints. The page, health, readiness,
+//! `/metrics`, `/v1/models` and `/v1/devices` stay open: they carry no one's images.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,9 +30,10 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::assets;
+use crate::auth::{Access, Admin, Caller};
 use crate::error::{ApiError, json_errors};
 use crate::models::ModelRegistry;
-use crate::queue::{JobOutput, JobQueue, JobRequest, JobStatus};
+use crate::queue::{JobOutput, JobQueue, JobRequest, JobStatus, Owner};
 use crate::telemetry::{record_devices, track_requests};
 use crate::upload::{Upload, check_header, check_request};
 
@@ -40,6 +44,8 @@ pub struct AppState {
     pub models: Arc<ModelRegistry>,
     pub metrics: PrometheusHandle,
     pub http: HttpLimits,
+    /// The admin token and the API keys.
+    pub access: Arc<Access>,
 }
 
 /// Limits the router enforces with layers.
@@ -98,7 +104,14 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| req.uri().path(), |p| p.as_str());
-    tracing::info_span!("request", id = %id, method = %req.method(), route = %route)
+    // `key` is filled in by the `Caller` extractor when the request carries an API key.
+    tracing::info_span!(
+        "request",
+        id = %id,
+        method = %req.method(),
+        route = %route,
+        key = tracing::field::Empty
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -208,8 +221,8 @@ async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Checks an upload and turns it into a job for the queue.
-fn job_request(app: &AppState, upload: Upload) -> Result<JobRequest, ApiError> {
+/// Checks an upload and turns it into a job for the queue, owned by the caller's key.
+fn job_request(app: &AppState, caller: &Caller, upload: Upload) -> Result<JobRequest, ApiError> {
     let format = upload.output_format()?;
     let model = app.models.resolve(upload.model.as_deref())?;
     let config = app.queue.config();
@@ -219,12 +232,20 @@ fn job_request(app: &AppState, upload: Upload) -> Result<JobRequest, ApiError> {
         bytes: upload.image,
         model,
         format,
+        owner: caller.0.as_ref().map(|k| Owner {
+            name: Arc::clone(&k.name),
+            max_in_flight: k.max_in_flight,
+        }),
     })
 }
 
 /// `POST /enhance`: waits in the same queue as jobs and answers the image itself.
-async fn enhance(State(app): State<AppState>, upload: Upload) -> Result<Response, ApiError> {
-    let request = job_request(&app, upload)?;
+async fn enhance(
+    State(app): State<AppState>,
+    caller: Caller,
+    upload: Upload,
+) -> Result<Response, ApiError> {
+    let request = job_request(&app, &caller, upload)?;
     let ticket = app.queue.submit_and_wait(request)?;
     let output = ticket.outcome().await?;
     Ok(image_response(&output))
@@ -240,9 +261,10 @@ struct Accepted {
 /// `POST /v1/jobs`: 202 with the job's id and a `Location` to poll.
 async fn create_job(
     State(app): State<AppState>,
+    caller: Caller,
     upload: Upload,
 ) -> Result<impl IntoResponse, ApiError> {
-    let request = job_request(&app, upload)?;
+    let request = job_request(&app, &caller, upload)?;
     let view = app.queue.submit(request)?;
     let location = format!("/v1/jobs/{}", view.id);
     Ok((
@@ -258,29 +280,32 @@ async fn create_job(
 
 async fn job_status(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     app.queue
-        .view(&id)
+        .view(&id, caller.owner())
         .map(Json)
         .ok_or_else(|| ApiError::job_not_found(&id))
 }
 
 async fn cancel_job(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    app.queue.cancel(&id).map(Json)
+    app.queue.cancel(&id, caller.owner()).map(Json)
 }
 
 /// `GET /v1/jobs/{id}/events`: the job's view now and on every change, until it ends.
 async fn job_events(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let receiver = app
         .queue
-        .subscribe(&id)
+        .subscribe(&id, caller.owner())
         .ok_or_else(|| ApiError::job_not_found(&id))?;
     let events = futures_util::stream::unfold(Some((receiver, true)), |state| async move {
         let (mut receiver, first) = state?;
@@ -300,9 +325,10 @@ async fn job_events(
 
 async fn job_result(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let output = app.queue.result(&id)?;
+    let output = app.queue.result(&id, caller.owner())?;
     Ok(image_response(&output))
 }
 
@@ -320,14 +346,46 @@ async fn list_models(State(app): State<AppState>) -> Result<Json<ModelList>, Api
     }))
 }
 
-/// `POST /v1/models/reload`: the same as SIGHUP.
-async fn reload_models(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// `POST /v1/models/reload` (admin): the same as SIGHUP, the models and the API key file.
+async fn reload_models(
+    State(app): State<AppState>,
+    _admin: Admin,
+) -> Result<impl IntoResponse, ApiError> {
     let models = Arc::clone(&app.models);
-    let report = tokio::task::spawn_blocking(move || models.reload())
+    let access = Arc::clone(&app.access);
+    let report = tokio::task::spawn_blocking(move || reload_all(&models, &access))
         .await
         .map_err(|e| ApiError::internal(format!("the reload did not finish: {e}")))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e))?;
     Ok(Json(report))
+}
+
+/// What `POST /v1/models/reload` answers: the models' report, with the number of API keys
+/// now in use (`null` without a key file). A key file that cannot be read keeps the keys
+/// in use and adds its error to `errors`.
+#[derive(Serialize)]
+pub struct FullReload {
+    #[serde(flatten)]
+    pub models: crate::models::ReloadReport,
+    pub keys: Option<usize>,
+}
+
+/// Reloads the models, then the key file. Blocking: run it off the async runtime.
+pub fn reload_all(models: &ModelRegistry, access: &Access) -> Result<FullReload, String> {
+    let keys = access.reload_keys();
+    let mut report = models.reload()?;
+    let keys = match keys {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("{e}; keeping the API keys in use");
+            report.errors.push(e);
+            access.keys.as_ref().map(|k| k.current().len())
+        }
+    };
+    Ok(FullReload {
+        models: report,
+        keys,
+    })
 }
 
 /// The image of a finished job, with the model that made it and where the time went.

@@ -4,6 +4,7 @@
 //! (`superres-imaging`); the command line only parses flags and calls [`Server`]. Its parts,
 //! in the order a request meets them:
 //!
+//! - [`auth`]: who may do what: the admin token and the API keys, as extractors.
 //! - [`http`]: routes and handlers, and the tower layers around them (request ids, request
 //!   logs, metrics, JSON errors, upload timeout, body limit).
 //! - [`upload`]: the multipart extractor and the header check that refuses non-images and
@@ -29,6 +30,7 @@
 //! ```
 
 mod assets;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -39,7 +41,8 @@ pub mod telemetry;
 pub mod upload;
 pub mod worker;
 
-pub use config::{ConfigError, ConfigLayer, LogFormat, Settings};
+pub use auth::AdminToken;
+pub use config::{ConfigError, ConfigLayer, LogFormat, Secret, Settings};
 pub use error::ApiError;
 pub use models::{ModelRegistry, ModelSetup, ModelView, ReloadReport};
 pub use server::{Server, ServerError, ServerHandle, ShutdownReport};

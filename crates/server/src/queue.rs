@@ -15,6 +15,9 @@
 //! - **Observable.** Every job has a [`JobView`] in a `watch` channel, updated on every
 //!   change (queue position, tile progress, final state), which the status endpoint, the
 //!   server-sent events and `/enhance` read.
+//! - **Private to their owner.** With API keys configured, a job belongs to the key that
+//!   made it ([`JobRequest::owner`]): it counts against that key's limit of jobs in flight
+//!   while queued or running, and another key asking for it is told it does not exist.
 //! - **Bounded memory for results.** Finished jobs are kept for a time-to-live, and results
 //!   beyond a total byte budget are evicted, oldest first.
 
@@ -112,6 +115,16 @@ pub struct JobRequest {
     pub bytes: Bytes,
     pub model: Model,
     pub format: OutputFormat,
+    /// The API key the job belongs to; `None` on an open service.
+    pub owner: Option<Owner>,
+}
+
+/// The API key a job belongs to, and how many of its jobs may be in flight at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub name: Arc<str>,
+    /// Jobs of this owner that may be queued or running at once; one more gets 429.
+    pub max_in_flight: usize,
 }
 
 /// Fixed for the life of the queue.
@@ -149,11 +162,18 @@ struct Job {
     finished_at: Option<Instant>,
     /// An `/enhance` job whose client went away: forget it as soon as it ends.
     forget_when_done: bool,
+    /// The API key's name that made it; only that key sees it.
+    owner: Option<Arc<str>>,
 }
 
 impl Job {
     fn status(&self) -> JobStatus {
         self.view.borrow().status
+    }
+
+    /// Whether `owner` may see this job: the same key, or both anonymous.
+    fn is_visible_to(&self, owner: Option<&str>) -> bool {
+        self.owner.as_deref() == owner
     }
 
     fn result_len(&self) -> usize {
@@ -211,13 +231,30 @@ impl JobQueue {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Accepts a job or refuses it (queue full: 429; shutting down: 503).
+    /// Accepts a job or refuses it (queue full, or its owner's limit of jobs in flight
+    /// reached: 429; shutting down: 503).
     pub fn submit(&self, request: JobRequest) -> Result<JobView, ApiError> {
         let mut inner = self.lock();
         if inner.draining {
             return Err(ApiError::shutting_down());
         }
         self.sweep(&mut inner, Instant::now());
+        if let Some(owner) = &request.owner {
+            let in_flight = inner
+                .jobs
+                .values()
+                .filter(|j| j.owner.as_deref() == Some(&*owner.name) && !j.status().is_terminal())
+                .count();
+            if in_flight >= owner.max_in_flight {
+                metrics::counter!("superres_rejected_total", "reason" => "key_limit").increment(1);
+                let retry = self.retry_after_secs(&inner);
+                return Err(ApiError::too_many_jobs(
+                    &owner.name,
+                    owner.max_in_flight,
+                    retry,
+                ));
+            }
+        }
         let idle_workers = self.config.workers.saturating_sub(inner.running);
         if inner.pending.len() >= self.config.queue_size + idle_workers {
             metrics::counter!("superres_rejected_total", "reason" => "queue_full").increment(1);
@@ -244,6 +281,7 @@ impl JobQueue {
                 enqueued_at: Instant::now(),
                 finished_at: None,
                 forget_when_done: false,
+                owner: request.owner.map(|o| o.name),
             },
         );
         inner.pending.push_back(id);
@@ -255,9 +293,10 @@ impl JobQueue {
 
     /// Accepts a job whose submitter waits for its outcome (`/enhance`).
     pub fn submit_and_wait(self: &Arc<Self>, request: JobRequest) -> Result<Ticket, ApiError> {
+        let owner = request.owner.as_ref().map(|o| Arc::clone(&o.name));
         let view = self.submit(request)?;
         let receiver = self
-            .subscribe(&view.id)
+            .subscribe(&view.id, owner.as_deref())
             .ok_or_else(|| ApiError::internal("the job vanished as it was accepted"))?;
         Ok(Ticket {
             queue: Arc::clone(self),
@@ -276,28 +315,31 @@ impl JobQueue {
         (ahead * per_job / workers).ceil().max(1.0) as u64
     }
 
-    /// The current view of a job.
-    pub fn view(&self, id: &str) -> Option<JobView> {
-        let mut inner = self.lock();
-        self.sweep(&mut inner, Instant::now());
-        inner.jobs.get(id).map(|j| j.view.borrow().clone())
+    /// The job `id` if `owner` may see it. Another owner's job is as unknown as a job that
+    /// never existed, so ids tell nothing about other keys' work.
+    fn visible<'a>(inner: &'a Inner, id: &str, owner: Option<&str>) -> Option<&'a Job> {
+        inner.jobs.get(id).filter(|j| j.is_visible_to(owner))
     }
 
-    /// A receiver of every change to a job's view.
-    pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<JobView>> {
+    /// The current view of a job `owner` may see.
+    pub fn view(&self, id: &str, owner: Option<&str>) -> Option<JobView> {
+        let mut inner = self.lock();
+        self.sweep(&mut inner, Instant::now());
+        Self::visible(&inner, id, owner).map(|j| j.view.borrow().clone())
+    }
+
+    /// A receiver of every change to the view of a job `owner` may see.
+    pub fn subscribe(&self, id: &str, owner: Option<&str>) -> Option<watch::Receiver<JobView>> {
         let inner = self.lock();
-        inner.jobs.get(id).map(|j| j.view.subscribe())
+        Self::visible(&inner, id, owner).map(|j| j.view.subscribe())
     }
 
-    /// A finished job's result: 404 unknown, 409 not done (or cancelled), the job's own error
-    /// when it failed.
-    pub fn result(&self, id: &str) -> Result<Arc<JobOutput>, ApiError> {
+    /// A finished job's result: 404 unknown (or not `owner`'s), 409 not done (or
+    /// cancelled), the job's own error when it failed.
+    pub fn result(&self, id: &str, owner: Option<&str>) -> Result<Arc<JobOutput>, ApiError> {
         let mut inner = self.lock();
         self.sweep(&mut inner, Instant::now());
-        let job = inner
-            .jobs
-            .get(id)
-            .ok_or_else(|| ApiError::job_not_found(id))?;
+        let job = Self::visible(&inner, id, owner).ok_or_else(|| ApiError::job_not_found(id))?;
         match &job.outcome {
             Some(Ok(output)) => Ok(Arc::clone(output)),
             Some(Err(e)) if job.status() == JobStatus::Cancelled => Err(e.clone()),
@@ -317,13 +359,11 @@ impl JobQueue {
     }
 
     /// Cancels a job: a queued one leaves the queue at once, a running one stops at its next
-    /// tile; a finished one is forgotten with its result. Answers the view after the change.
-    pub fn cancel(&self, id: &str) -> Result<JobView, ApiError> {
+    /// tile; a finished one is forgotten with its result. Answers the view after the change;
+    /// 404 for a job `owner` may not see.
+    pub fn cancel(&self, id: &str, owner: Option<&str>) -> Result<JobView, ApiError> {
         let mut inner = self.lock();
-        let job = inner
-            .jobs
-            .get(id)
-            .ok_or_else(|| ApiError::job_not_found(id))?;
+        let job = Self::visible(&inner, id, owner).ok_or_else(|| ApiError::job_not_found(id))?;
         let status = job.status();
         let view = match status {
             JobStatus::Queued => {

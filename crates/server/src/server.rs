@@ -6,6 +6,9 @@
 //! until [`ServerHandle::shutdown`] (or a signal, see [`ServerHandle::watch_signals`]), then
 //! drains: no new connections or jobs, every accepted job finishes within the drain timeout,
 //! and the function returns a [`ShutdownReport`].
+//!
+//! A server that listens beyond the loopback interface with neither an admin token nor API
+//! keys logs a warning as it starts: anyone who can reach it may use it.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -17,9 +20,10 @@ use superres_upscale::Options;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::{Access, KeyFile};
 use crate::config::Settings;
-use crate::http::{AppState, HttpLimits, router};
-use crate::models::{ModelRegistry, ModelSetup, ReloadReport};
+use crate::http::{AppState, FullReload, HttpLimits, reload_all, router};
+use crate::models::{ModelRegistry, ModelSetup};
 use crate::queue::{JobQueue, QueueConfig, RequestLimits};
 use crate::telemetry;
 use crate::worker::{Pipeline, Upscaler, WorkerPool};
@@ -33,6 +37,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Keys(String),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
     #[error("the server failed: {0}")]
@@ -63,6 +69,7 @@ pub struct Server {
 pub struct ServerHandle {
     shutdown: watch::Sender<bool>,
     models: Arc<ModelRegistry>,
+    access: Arc<Access>,
     addr: SocketAddr,
 }
 
@@ -72,10 +79,11 @@ impl ServerHandle {
         self.shutdown.send_replace(true);
     }
 
-    /// Reloads the models, as `POST /v1/models/reload` and SIGHUP do.
-    pub async fn reload(&self) -> Result<ReloadReport, String> {
+    /// Reloads the models and the API key file, as `POST /v1/models/reload` and SIGHUP do.
+    pub async fn reload(&self) -> Result<FullReload, String> {
         let models = Arc::clone(&self.models);
-        tokio::task::spawn_blocking(move || models.reload())
+        let access = Arc::clone(&self.access);
+        tokio::task::spawn_blocking(move || reload_all(&models, &access))
             .await
             .map_err(|e| format!("the reload did not finish: {e}"))?
     }
@@ -84,7 +92,8 @@ impl ServerHandle {
         self.addr
     }
 
-    /// Shuts down on SIGTERM or SIGINT (Ctrl-C) and reloads the models on SIGHUP.
+    /// Shuts down on SIGTERM or SIGINT (Ctrl-C) and reloads the models and the API key file
+    /// on SIGHUP.
     pub fn watch_signals(&self) {
         let handle = self.clone();
         tokio::spawn(async move {
@@ -105,8 +114,9 @@ impl ServerHandle {
                     tracing::info!("SIGHUP: reloading models");
                     match handle.reload().await {
                         Ok(r) => tracing::info!(
-                            models = r.models.len(),
-                            errors = r.errors.len(),
+                            models = r.models.models.len(),
+                            errors = r.models.errors.len(),
+                            keys = r.keys,
                             "models reloaded"
                         ),
                         Err(e) => tracing::error!("reload failed, keeping the current models: {e}"),
@@ -152,6 +162,23 @@ impl Server {
         models: ModelSetup,
         upscaler: Arc<dyn Upscaler>,
     ) -> Result<Server, ServerError> {
+        let keys = settings
+            .api_keys
+            .as_deref()
+            .map(|path| KeyFile::open(path, settings.api_key_max_in_flight))
+            .transpose()
+            .map_err(ServerError::Keys)?;
+        if let Some(keys) = &keys {
+            tracing::info!(
+                keys = keys.current().len(),
+                file = %keys.path().display(),
+                "API keys required for submissions and jobs"
+            );
+        }
+        let access = Arc::new(Access {
+            admin: settings.admin_token.clone(),
+            keys,
+        });
         let listener =
             TcpListener::bind(&settings.bind)
                 .await
@@ -216,6 +243,7 @@ impl Server {
                 max_body_bytes: settings.max_body_bytes,
                 upload_timeout: settings.upload_timeout,
             },
+            access,
         };
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
@@ -236,6 +264,7 @@ impl Server {
         ServerHandle {
             shutdown: self.shutdown.clone(),
             models: Arc::clone(&self.state.models),
+            access: Arc::clone(&self.state.access),
             addr: self
                 .listener
                 .local_addr()
@@ -253,6 +282,13 @@ impl Server {
             shutdown,
         } = self;
         let queue = Arc::clone(&state.queue);
+        let warning = listener
+            .local_addr()
+            .ok()
+            .and_then(|addr| exposure_warning(addr, &state.access));
+        if let Some(warning) = warning {
+            tracing::warn!("{warning}");
+        }
         let app = router(state);
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
@@ -317,5 +353,44 @@ impl Server {
             "stopped"
         );
         Ok(report)
+    }
+}
+
+/// The warning for a server anyone on the network may use: listening on `addr`, which is
+/// not a loopback address, with neither an admin token nor API keys.
+pub fn exposure_warning(addr: SocketAddr, access: &Access) -> Option<String> {
+    (!addr.ip().is_loopback() && access.is_open()).then(|| {
+        format!(
+            "listening on {addr}, beyond this machine, with no access control: anyone who can \
+             reach it may upscale images and see any job; set --api-keys FILE (and \
+             --admin-token for the admin endpoints), or bind 127.0.0.1"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AdminToken;
+
+    #[test]
+    fn only_an_open_server_beyond_loopback_is_warned_about() {
+        let open = Access::default();
+        let guarded = Access {
+            admin: Some(AdminToken::new("t").unwrap()),
+            keys: None,
+        };
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let lan: SocketAddr = "192.168.1.5:8080".parse().unwrap();
+        for local in ["127.0.0.1:8080", "[::1]:8080"] {
+            assert_eq!(exposure_warning(local.parse().unwrap(), &open), None);
+        }
+        let w = exposure_warning(any, &open).unwrap();
+        assert!(
+            w.contains("0.0.0.0:8080") && w.contains("--api-keys"),
+            "{w}"
+        );
+        assert!(exposure_warning(lan, &open).is_some());
+        assert_eq!(exposure_warning(any, &guarded), None);
     }
 }

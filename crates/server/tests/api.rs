@@ -569,7 +569,7 @@ async fn not_ready_until_models_load_then_reload_makes_it_ready() {
     let dir = temp_dir("ready");
     let backend = superres_upscale::device::cpu();
     let server = start(
-        settings(),
+        admin_settings(),
         // The default model is named but not in the folder yet (the built-in models are
         // there, so an unnamed default would load at once).
         ModelSetup::Disk {
@@ -606,6 +606,7 @@ async fn not_ready_until_models_load_then_reload_makes_it_ready() {
     assert_eq!(error_code(r, 503).await, "not_ready");
     let r = http
         .post(server.url("/v1/models/reload"))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -615,6 +616,7 @@ async fn not_ready_until_models_load_then_reload_makes_it_ready() {
     std::fs::copy(&fixture, dir.join("compact.onnx")).unwrap();
     let r = http
         .post(server.url("/v1/models/reload"))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();

@@ -192,7 +192,7 @@ async fn flipping_current_and_reloading_under_load_fails_no_request() {
         Settings {
             queue_size: 64,
             workers: 2,
-            ..settings()
+            ..admin_settings()
         },
         ModelSetup::Disk {
             dir: Some(dir.clone()),
@@ -263,6 +263,7 @@ async fn flipping_current_and_reloading_under_load_fails_no_request() {
         std::fs::rename(&tmp, dir.join("compact/current")).unwrap();
         let r = http
             .post(server.url("/v1/models/reload"))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap();

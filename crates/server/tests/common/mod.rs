@@ -62,6 +62,17 @@ pub fn tiny_model(name: &str, scale: usize, family: Family) -> Model {
     Model::prepare(name, "test", imported, cpu.as_ref()).expect("prepare tiny model")
 }
 
+/// The admin token of [`admin_settings`].
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// [`settings`] with the admin endpoints enabled for [`ADMIN_TOKEN`].
+pub fn admin_settings() -> Settings {
+    Settings {
+        admin_token: Some(superres_server::AdminToken::new(ADMIN_TOKEN).expect("a token")),
+        ..settings()
+    }
+}
+
 /// Settings for a test server: an ephemeral port and short timeouts.
 pub fn settings() -> Settings {
     Settings {
