@@ -229,3 +229,44 @@ realTest('a full queue shows "busy" with the wait, then retries when the user ag
     await server.stop();
   }
 });
+
+realTest('API keys: the page asks for a key, keeps it, and sends it', { timeout: 300000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'superres-keys-'));
+  const hex = require('node:crypto').createHash('sha256').update('page-key').digest('hex');
+  const keys = path.join(dir, 'keys.txt');
+  fs.writeFileSync(keys, `page:${hex}\n`);
+  const server = await startServer(['--api-keys', keys]);
+  try {
+    const { scale } = await modelScale(server.base);
+    const page = await openPage(server.base);
+    assert.equal(await page.isHidden('#key-field'), true, 'no field until the server asks');
+    await page.setInputFiles('#file', { name: 'photo.png', mimeType: 'image/png', buffer: encodePng(20, 10) });
+    await page.click('#submit');
+    await page.waitForSelector('#error:not([hidden])');
+    assert.equal(await page.textContent('#error-title'), 'API key needed');
+    assert.equal(await page.isVisible('#key-field'), true);
+
+    await page.fill('#api-key', 'wrong-key');
+    await page.dispatchEvent('#api-key', 'change');
+    await page.click('#submit');
+    await page.waitForFunction(() => document.getElementById('error-title').textContent === 'API key not accepted');
+
+    await page.fill('#api-key', 'page-key');
+    await page.dispatchEvent('#api-key', 'change');
+    await page.click('#submit');
+    await page.waitForSelector('#result:not([hidden])', { timeout: 240000 });
+    const size = await page.$eval('#after', (i) => ({ width: i.naturalWidth, height: i.naturalHeight }));
+    assert.deepEqual(size, { width: 20 * scale, height: 10 * scale });
+
+    // The key survives a reload of the page.
+    await page.reload();
+    await page.waitForSelector('#model:not([disabled])');
+    assert.equal(await page.isVisible('#key-field'), true);
+    assert.equal(await page.inputValue('#api-key'), 'page-key');
+    assert.deepEqual(page.jsErrors, []);
+    await page.close();
+  } finally {
+    await server.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

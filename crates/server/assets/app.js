@@ -14,7 +14,7 @@
     zoom: $('zoom'), zoomIn: $('zoom-in'), zoomOut: $('zoom-out'), pixelated: $('pixelated'),
     viewport: $('viewport'), stage: $('stage'), before: $('before'), after: $('after'),
     beforeClip: $('before-clip'), divider: $('divider'), split: $('split'),
-    device: $('device'),
+    device: $('device'), keyField: $('key-field'), apiKey: $('api-key'),
   };
 
   const state = {
@@ -30,6 +30,29 @@
     retryTimer: null,
     retryAt: 0,
   };
+
+  // ---------- API key (only on servers started with --api-keys) ----------
+
+  const KEY_STORE = 'superres.apiKey';
+  const storedKey = () => { try { return localStorage.getItem(KEY_STORE) || ''; } catch { return ''; } };
+  el.apiKey.value = storedKey();
+  el.keyField.hidden = !el.apiKey.value;
+  el.apiKey.addEventListener('change', () => {
+    el.apiKey.value = el.apiKey.value.trim();
+    try {
+      if (el.apiKey.value) localStorage.setItem(KEY_STORE, el.apiKey.value);
+      else localStorage.removeItem(KEY_STORE);
+    } catch { /* storage disabled: the key lasts as long as the page */ }
+  });
+
+  /** The `Authorization` header for the job endpoints, when a key was given. */
+  const auth = () => (el.apiKey.value ? { Authorization: `Bearer ${el.apiKey.value}` } : {});
+
+  /** The server asks for a key: show the field. */
+  function askForKey() {
+    el.keyField.hidden = false;
+    el.apiKey.focus();
+  }
 
   // ---------- helpers ----------
 
@@ -125,7 +148,10 @@
       case 413: return ['Image too large', "The image is over the server's size or pixel limit. Try a smaller image."];
       case 415: return ['Unsupported file', 'This file is not an image the server can read. Use a common format such as PNG, JPEG or WebP.'];
       case 422: return ['Corrupt image', 'The image could not be decoded: it may be damaged or truncated.'];
-      case 429: return ['Server busy', `Too many images are waiting to be processed. ${when}`];
+      case 401: return ['API key needed', 'This server needs an API key: enter it in the API key field, then try again.'];
+      case 403: return ['API key not accepted', 'The server does not know this API key. Check it in the API key field, then try again.'];
+      case 429: if (err.code === 'too_many_jobs') return ['Too many jobs', `Your API key already has as many images in progress as it may. ${when}`];
+        return ['Server busy', `Too many images are waiting to be processed. ${when}`];
       case 503: return ['Server not ready', `The server is still starting (loading its models). ${when}`];
       case 400: return ['Bad request', 'The server rejected the upload.'];
       case 404: return ['Not found', 'The job no longer exists on the server.'];
@@ -331,7 +357,7 @@
     showStatus(`Uploading ${state.file.name}…`);
     let res;
     try {
-      res = await fetch('/v1/jobs', { method: 'POST', body: fd });
+      res = await fetch('/v1/jobs', { method: 'POST', body: fd, headers: auth() });
     } catch {
       finishJob(job);
       showError('Connection failed', 'Could not reach the server. Check that it is running, then try again.', { code: 'network' });
@@ -341,6 +367,7 @@
       const err = await readError(res);
       const after = retryAfterSeconds(res);
       finishJob(job);
+      if (err.status === 401 || err.status === 403) askForKey();
       const [title, text] = explain(err, after);
       const retry = err.status === 429 || err.status === 503 ? (after ?? 5) : null;
       showError(title, text, { code: err.code || String(err.status), detail: err.message, retryAfter: retry });
@@ -353,7 +380,8 @@
   }
 
   function follow(job) {
-    if (!('EventSource' in window)) { poll(job); return; }
+    // An EventSource cannot send an Authorization header: with a key, poll instead.
+    if (!('EventSource' in window) || el.apiKey.value) { poll(job); return; }
     const es = new EventSource(`/v1/jobs/${encodeURIComponent(job.id)}/events`);
     job.events = es;
     const handle = (e) => {
@@ -374,7 +402,7 @@
   async function poll(job) {
     if (job.done) return;
     try {
-      const res = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`);
+      const res = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`, { headers: auth() });
       if (!res.ok) {
         const err = await readError(res);
         finishJob(job);
@@ -435,7 +463,7 @@
     el.cancel.disabled = true;
     el.statusText.textContent = 'Cancelling…';
     try {
-      const res = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`, { method: 'DELETE' });
+      const res = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`, { method: 'DELETE', headers: auth() });
       // A queued job is cancelled at once; a running one stops after its current tile,
       // and the event stream reports it.
       if (res.ok) onJob(job, await res.json());
@@ -446,7 +474,7 @@
   async function fetchResult(job) {
     let res;
     try {
-      res = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}/result`);
+      res = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}/result`, { headers: auth() });
     } catch {
       showError('Connection failed', 'The result could not be downloaded. Try again.', { code: 'network' });
       return;
