@@ -18,14 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::http::AppState;
 
 /// A SHA-256 digest.
 type Digest32 = [u8; 32];
@@ -277,11 +276,16 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 /// 403 `forbidden` with another token.
 pub struct Admin;
 
-impl FromRequestParts<AppState> for Admin {
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    Arc<Access>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let Some(token) = &app.access.admin else {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let access = Arc::<Access>::from_ref(state);
+        let Some(token) = &access.admin else {
             return Err(ApiError::admin_disabled());
         };
         match bearer(&parts.headers)? {
@@ -307,11 +311,16 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Arc<Access>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let Some(keys) = &app.access.keys else {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let access = Arc::<Access>::from_ref(state);
+        let Some(keys) = &access.keys else {
             return Ok(Caller(None));
         };
         let Some(secret) = bearer(&parts.headers)? else {

@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use futures_util::Stream;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use superres_engine::{DeviceStatus, Precision};
 use tower::ServiceBuilder;
@@ -33,27 +32,10 @@ use crate::assets;
 use crate::auth::{Access, Admin, Caller};
 use crate::error::{ApiError, json_errors};
 use crate::models::ModelRegistry;
-use crate::queue::{JobOutput, JobQueue, JobRequest, JobStatus, Owner};
+use crate::queue::{JobOutput, JobRequest, JobStatus, Owner};
+use crate::state::AppState;
 use crate::telemetry::{record_devices, track_requests};
 use crate::upload::{Upload, check_header, check_request};
-
-/// Everything a handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub queue: Arc<JobQueue>,
-    pub models: Arc<ModelRegistry>,
-    pub metrics: PrometheusHandle,
-    pub http: HttpLimits,
-    /// The admin token and the API keys.
-    pub access: Arc<Access>,
-}
-
-/// Limits the router enforces with layers.
-#[derive(Clone, Copy, Debug)]
-pub struct HttpLimits {
-    pub max_body_bytes: usize,
-    pub upload_timeout: Duration,
-}
 
 /// The application: every route, with its layers.
 pub fn router(state: AppState) -> Router {

@@ -13,6 +13,7 @@
 //! - [`queue`]: the bounded job queue, job states, results with a time-to-live.
 //! - [`worker`]: the inference threads (never the async runtime) and the [`Upscaler`] seam.
 //! - [`error`]: the one error type, [`ApiError`], and the JSON shape of every failure.
+//! - [`state`]: [`AppState`](state::AppState), what every handler and extractor can reach.
 //! - [`telemetry`], [`config`], [`server`]: logs and metrics, settings, life cycle.
 //!
 //! ```no_run
@@ -37,6 +38,7 @@ pub mod http;
 pub mod models;
 pub mod queue;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod upload;
 pub mod worker;

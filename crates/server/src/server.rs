@@ -22,9 +22,10 @@ use tokio::sync::watch;
 
 use crate::auth::{Access, KeyFile};
 use crate::config::Settings;
-use crate::http::{AppState, FullReload, HttpLimits, reload_all, router};
+use crate::http::{FullReload, reload_all, router};
 use crate::models::{ModelRegistry, ModelSetup};
 use crate::queue::{JobQueue, QueueConfig, RequestLimits};
+use crate::state::{AppState, HttpLimits};
 use crate::telemetry;
 use crate::worker::{Pipeline, Upscaler, WorkerPool};
 

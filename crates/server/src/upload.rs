@@ -20,8 +20,8 @@ use superres_imaging::{Header, Limits, OutputFormat};
 use superres_upscale::{Model, Options};
 
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::queue::RequestLimits;
+use crate::state::AppState;
 
 /// An uploaded image and what the client asked for.
 #[derive(Debug)]
