@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use superres_engine::Precision;
+use superres_upscale::Precision;
 use superres_upscale::device::DeviceSpec;
 
 use crate::auth::AdminToken;
@@ -196,7 +196,7 @@ pub struct Settings {
     /// `auto`, `cpu`, `cuda`, `cuda:N`, `cuda:N,M` or `cuda:all`
     /// (see [`superres_upscale::device`]).
     pub device: DeviceSpec,
-    /// The GPU's precision; `None` is [`superres_engine::cuda::DEFAULT_PRECISION`] on a GPU.
+    /// The GPU's precision; `None` is [`superres_upscale::DEFAULT_GPU_PRECISION`] on a GPU.
     /// The CPU is always exact (`cpu` with another precision is refused at start).
     pub precision: Option<Precision>,
     /// Images that may wait for a worker; one more is refused with 429.

@@ -1,13 +1,14 @@
 //! Routes and handlers: translation between the wire and the job queue, and nothing else.
 //!
 //! Where it sits: the outside of the service. Each handler is a small async fn whose
-//! arguments are extractors; the work it asks for is done by the [`JobQueue`] and the
-//! workers, the models come from the [`ModelRegistry`]. Cross-cutting concerns are tower
-//! layers applied in [`router`]: request ids, one log line per request, request metrics,
-//! JSON error bodies, the upload timeout and the body-size limit. Who may call what is
-//! decided by the extractors of [`crate::auth`]: [`Admin`] on the admin endpoints,
-//! [`Caller`] on the submissions and the job endpoints. The page, health, readiness,
-//! `/metrics`, `/v1/models` and `/v1/devices` stay open: they carry no one's images.
+//! arguments are extractors; the work it asks for is done by the
+//! [`JobQueue`](crate::queue::JobQueue) and the workers, the models come from the
+//! [`ModelRegistry`]. Cross-cutting concerns are tower layers applied in [`router`]: request
+//! ids, one log line per request, request metrics, JSON error bodies, the upload timeout and
+//! the body-size limit. Who may call what is decided by the extractors of [`crate::auth`]:
+//! [`Admin`] on the admin endpoints, [`Caller`] on the submissions and the job endpoints.
+//! The page, health, readiness, `/metrics`, `/v1/models` and `/v1/devices` stay open: they
+//! carry no one's images.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use futures_util::Stream;
 use serde::Serialize;
-use superres_engine::{DeviceStatus, Precision};
+use superres_upscale::{DeviceStatus, Precision};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -140,7 +141,7 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
 }
 
 /// `GET /v1/devices`: the backend the models run on and its devices, as
-/// [`Backend::status`](superres_engine::Backend::status) reports them now.
+/// [`Backend::status`](superres_upscale::Backend::status) reports them now.
 #[derive(Serialize)]
 struct DeviceList {
     /// e.g. `cpu (avx512, 2 threads)`.

@@ -15,10 +15,9 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
-use superres_engine::{Backend, Precision};
 use superres_import::Overrides;
 use superres_upscale::registry::{self, DEFAULT_MODEL, ModelSource};
-use superres_upscale::{Model, UpscaleError};
+use superres_upscale::{Backend, Model, Precision, UpscaleError};
 
 use crate::error::ApiError;
 

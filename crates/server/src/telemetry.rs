@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use superres_engine::{DeviceStatus, Precision};
+use superres_upscale::{DeviceStatus, Precision};
 
 use crate::config::LogFormat;
 
@@ -140,7 +140,7 @@ fn describe() {
     );
 }
 
-/// Sets the per-device gauges from a backend's [`Backend::status`](superres_engine::Backend::status).
+/// Sets the per-device gauges from a backend's [`Backend::status`](superres_upscale::Backend::status).
 pub fn record_devices(devices: &[DeviceStatus], precision: Precision) {
     for d in devices {
         let id = d.id.clone();

@@ -38,6 +38,13 @@ pub use model::{Model, ModelInfo};
 pub use pipeline::{MIN_CORE, Options, Progress, Tiling, upscale};
 pub use superres_imaging::{ColorKind, Image, Samples};
 
+/// The engine's side of a loaded model: what a caller holds to run models, report on the
+/// devices and name the precision, without depending on `superres-engine` itself.
+pub use superres_engine::{Backend, DeviceStatus, Precision};
+
+/// The precision a GPU runs with unless told otherwise (see [`device`]).
+pub use superres_engine::cuda::DEFAULT_PRECISION as DEFAULT_GPU_PRECISION;
+
 use superres_engine::EngineError;
 use superres_import::ImportError;
 
