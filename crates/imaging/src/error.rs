@@ -1,37 +1,25 @@
 //! The one error type of this crate, sorted into the few kinds a caller acts on.
 //!
 //! Where it sits in the data path: every failure between the uploaded bytes and the encoded
-//! result ends here. The HTTP service answers with [`ErrorKind::http_status`] and shows
-//! [`ImageError`]'s message to the person who uploaded the file, so each message says what
-//! was wrong in their terms: which limit, how large the image actually is, which formats are
-//! accepted.
+//! result ends here. A caller branches on the [`ErrorKind`] (the HTTP service picks its
+//! status from it) and shows [`ImageError`]'s message to the person who uploaded the file,
+//! so each message says what was wrong in their terms: which limit, how large the image
+//! actually is, which formats are accepted.
 
 /// What went wrong, coarsely: what a caller branches on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// The bytes claim to be a supported format but cannot be decoded: empty, truncated,
-    /// damaged, or describing an impossible image (0×0). HTTP 422.
+    /// damaged, or describing an impossible image (0×0).
     Corrupt,
-    /// Not a format (or a variant of one) that can be read or written. HTTP 415.
+    /// Not a format (or a variant of one) that can be read or written.
     Unsupported,
     /// The image exceeds a configured [`Limits`](crate::Limits) value, or a size the output
-    /// format can hold. HTTP 413.
+    /// format can hold.
     TooLarge,
     /// Not the input's fault: an [`Image`](crate::Image) whose buffers disagree with its
-    /// dimensions, or an encoder failure. HTTP 500.
+    /// dimensions, or an encoder failure.
     Internal,
-}
-
-impl ErrorKind {
-    /// The HTTP status a service answers with for this kind.
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorKind::Corrupt => 422,
-            ErrorKind::Unsupported => 415,
-            ErrorKind::TooLarge => 413,
-            ErrorKind::Internal => 500,
-        }
-    }
 }
 
 /// A failure to decode, encode or resample an image, with a message meant for a person.
@@ -78,14 +66,6 @@ impl ImageError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_map_to_http_statuses() {
-        assert_eq!(ErrorKind::Corrupt.http_status(), 422);
-        assert_eq!(ErrorKind::Unsupported.http_status(), 415);
-        assert_eq!(ErrorKind::TooLarge.http_status(), 413);
-        assert_eq!(ErrorKind::Internal.http_status(), 500);
-    }
 
     #[test]
     fn display_is_the_message() {

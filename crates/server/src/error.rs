@@ -211,6 +211,8 @@ impl ApiError {
     }
 }
 
+/// The status and code of each [`ErrorKind`]: 422 for a damaged image, 415 for a format
+/// that is not read or written, 413 for an image beyond a limit, 500 for the rest.
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
         let (status, code) = match e.kind() {
