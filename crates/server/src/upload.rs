@@ -216,24 +216,9 @@ mod tests {
         v.extend_from_slice(&width.to_be_bytes());
         v.extend_from_slice(&height.to_be_bytes());
         v.extend_from_slice(&[8, 2, 0, 0, 0]);
-        let crc = crc32(&v[12..]);
+        let crc = crc32fast::hash(&v[12..]);
         v.extend_from_slice(&crc.to_be_bytes());
         v
-    }
-
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in data {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
     }
 
     #[test]

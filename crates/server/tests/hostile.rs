@@ -11,18 +11,8 @@ fn png_header(width: u32, height: u32) -> Vec<u8> {
     v.extend_from_slice(&width.to_be_bytes());
     v.extend_from_slice(&height.to_be_bytes());
     v.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut crc = !0u32;
-    for &b in &v[12..] {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    v.extend_from_slice(&(!crc).to_be_bytes());
+    let crc = crc32fast::hash(&v[12..]);
+    v.extend_from_slice(&crc.to_be_bytes());
     // An empty IDAT and IEND, so that a decoder sees a complete (if empty) file.
     v.extend_from_slice(b"\0\0\0\0IDAT\x35\xaf\x06\x1e\0\0\0\0IEND\xae\x42\x60\x82");
     v
