@@ -61,42 +61,69 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// One source of settings; `None` means "this source does not say". The TOML file uses the
-/// same keys (`queue_size = 5`, `models = "/srv/models"`, …); unknown keys are an error so a
-/// typo does not silently leave a default in place.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigLayer {
-    pub bind: Option<String>,
-    pub models: Option<PathBuf>,
-    pub model: Option<String>,
-    #[serde(default, deserialize_with = "parsed")]
-    pub device: Option<DeviceSpec>,
-    #[serde(default, deserialize_with = "parsed")]
-    pub precision: Option<Precision>,
-    pub queue_size: Option<usize>,
-    pub workers: Option<usize>,
-    pub max_pixels: Option<u64>,
-    pub max_output_pixels: Option<u64>,
-    pub max_request_memory_mb: Option<u64>,
-    pub max_body_mb: Option<usize>,
-    pub job_timeout_secs: Option<u64>,
-    pub upload_timeout_secs: Option<u64>,
-    pub result_ttl_secs: Option<u64>,
-    pub result_store_mb: Option<usize>,
-    pub drain_timeout_secs: Option<u64>,
-    pub tile: Option<usize>,
-    pub memory_budget_mb: Option<usize>,
-    pub log_format: Option<LogFormat>,
-    /// The admin token itself. A layer that names it or `admin_token_file` decides the
-    /// token for the layers below it too.
-    pub admin_token: Option<Secret>,
-    /// A file whose first line (trimmed) is the admin token.
-    pub admin_token_file: Option<PathBuf>,
-    /// The API key file (`NAME:SHA256HEX[:MAX_IN_FLIGHT]` per line).
-    pub api_keys: Option<PathBuf>,
-    /// Jobs in flight per API key whose line gives no limit.
-    pub api_key_max_in_flight: Option<usize>,
+/// Defines [`ConfigLayer`] from one list of its settings, with the field-by-field merge
+/// that [`ConfigLayer::over`] builds on, so a new setting is named once.
+macro_rules! config_layer {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: Option<$ty:ty>,)*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: Option<$ty>,)*
+        }
+
+        impl $name {
+            /// Every setting of this layer, or of `below` where this one says nothing.
+            fn or_each(self, below: $name) -> $name {
+                $name {
+                    $($field: self.$field.or(below.$field),)*
+                }
+            }
+        }
+    };
+}
+
+config_layer! {
+    /// One source of settings; `None` means "this source does not say". The TOML file uses
+    /// the same keys (`queue_size = 5`, `models = "/srv/models"`, …); unknown keys are an
+    /// error so a typo does not silently leave a default in place.
+    #[derive(Clone, Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ConfigLayer {
+        pub bind: Option<String>,
+        pub models: Option<PathBuf>,
+        pub model: Option<String>,
+        #[serde(default, deserialize_with = "parsed")]
+        pub device: Option<DeviceSpec>,
+        #[serde(default, deserialize_with = "parsed")]
+        pub precision: Option<Precision>,
+        pub queue_size: Option<usize>,
+        pub workers: Option<usize>,
+        pub max_pixels: Option<u64>,
+        pub max_output_pixels: Option<u64>,
+        pub max_request_memory_mb: Option<u64>,
+        pub max_body_mb: Option<usize>,
+        pub job_timeout_secs: Option<u64>,
+        pub upload_timeout_secs: Option<u64>,
+        pub result_ttl_secs: Option<u64>,
+        pub result_store_mb: Option<usize>,
+        pub drain_timeout_secs: Option<u64>,
+        pub tile: Option<usize>,
+        pub memory_budget_mb: Option<usize>,
+        pub log_format: Option<LogFormat>,
+        /// The admin token itself. A layer that names it or `admin_token_file` decides the
+        /// token for the layers below it too.
+        pub admin_token: Option<Secret>,
+        /// A file whose first line (trimmed) is the admin token.
+        pub admin_token_file: Option<PathBuf>,
+        /// The API key file (`NAME:SHA256HEX[:MAX_IN_FLIGHT]` per line).
+        pub api_keys: Option<PathBuf>,
+        /// Jobs in flight per API key whose line gives no limit.
+        pub api_key_max_in_flight: Option<usize>,
+    }
 }
 
 /// A TOML string read with the type's `FromStr`, so the file accepts exactly what the flag
@@ -140,46 +167,14 @@ impl ConfigLayer {
     }
 
     /// This layer, with `below` filling what it leaves unsaid.
-    pub fn over(self, below: ConfigLayer) -> ConfigLayer {
+    pub fn over(self, mut below: ConfigLayer) -> ConfigLayer {
         // The token and the token file are one setting: a flag naming a token file replaces
         // a token in the file below, and the other way round.
-        let token = if self.admin_token.is_some() || self.admin_token_file.is_some() {
-            ConfigLayer {
-                admin_token: self.admin_token,
-                admin_token_file: self.admin_token_file,
-                ..ConfigLayer::default()
-            }
-        } else {
-            ConfigLayer {
-                admin_token: below.admin_token,
-                admin_token_file: below.admin_token_file,
-                ..ConfigLayer::default()
-            }
-        };
-        ConfigLayer {
-            bind: self.bind.or(below.bind),
-            models: self.models.or(below.models),
-            model: self.model.or(below.model),
-            device: self.device.or(below.device),
-            precision: self.precision.or(below.precision),
-            queue_size: self.queue_size.or(below.queue_size),
-            workers: self.workers.or(below.workers),
-            max_pixels: self.max_pixels.or(below.max_pixels),
-            max_output_pixels: self.max_output_pixels.or(below.max_output_pixels),
-            max_request_memory_mb: self.max_request_memory_mb.or(below.max_request_memory_mb),
-            max_body_mb: self.max_body_mb.or(below.max_body_mb),
-            job_timeout_secs: self.job_timeout_secs.or(below.job_timeout_secs),
-            upload_timeout_secs: self.upload_timeout_secs.or(below.upload_timeout_secs),
-            result_ttl_secs: self.result_ttl_secs.or(below.result_ttl_secs),
-            result_store_mb: self.result_store_mb.or(below.result_store_mb),
-            drain_timeout_secs: self.drain_timeout_secs.or(below.drain_timeout_secs),
-            tile: self.tile.or(below.tile),
-            memory_budget_mb: self.memory_budget_mb.or(below.memory_budget_mb),
-            log_format: self.log_format.or(below.log_format),
-            api_keys: self.api_keys.or(below.api_keys),
-            api_key_max_in_flight: self.api_key_max_in_flight.or(below.api_key_max_in_flight),
-            ..token
+        if self.admin_token.is_some() || self.admin_token_file.is_some() {
+            below.admin_token = None;
+            below.admin_token_file = None;
         }
+        self.or_each(below)
     }
 }
 
@@ -526,5 +521,44 @@ mod tests {
             let err = Settings::from_layers(flags, ConfigLayer::default()).unwrap_err();
             assert!(err.to_string().contains("must be positive"), "{err}");
         }
+    }
+
+    /// A layer that names every setting, each with a value no default has.
+    fn full() -> ConfigLayer {
+        toml::from_str(
+            "bind = \"0.0.0.0:1\"\nmodels = \"/m\"\nmodel = \"x\"\ndevice = \"cpu\"\n\
+             precision = \"exact\"\nqueue_size = 7\nworkers = 3\nmax_pixels = 11\n\
+             max_output_pixels = 12\nmax_request_memory_mb = 13\nmax_body_mb = 14\n\
+             job_timeout_secs = 15\nupload_timeout_secs = 16\nresult_ttl_secs = 17\n\
+             result_store_mb = 18\ndrain_timeout_secs = 19\ntile = 20\n\
+             memory_budget_mb = 21\nlog_format = \"json\"\nadmin_token = \"t\"\n\
+             admin_token_file = \"/f\"\napi_keys = \"/k\"\napi_key_max_in_flight = 22",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_setting_is_taken_from_the_layer_that_names_it() {
+        let shown = |c: ConfigLayer| format!("{c:?}");
+        let empty = ConfigLayer::default;
+        assert_eq!(shown(empty().over(full())), shown(full()));
+        assert_eq!(shown(full().over(empty())), shown(full()));
+        assert_eq!(shown(empty().over(empty())), shown(empty()));
+    }
+
+    #[test]
+    fn a_token_file_above_replaces_a_token_below() {
+        let below = ConfigLayer {
+            admin_token_file: None,
+            ..full()
+        };
+        let above = ConfigLayer {
+            admin_token_file: Some("/t".into()),
+            ..ConfigLayer::default()
+        };
+        let c = above.over(below);
+        assert!(c.admin_token.is_none());
+        assert_eq!(c.admin_token_file.as_deref(), Some(Path::new("/t")));
+        assert_eq!(c.queue_size, Some(7));
     }
 }
