@@ -41,7 +41,7 @@ build() {
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares ${FUZZ_RUSTFLAGS:-}" \
     cargo build --manifest-path "$fuzz/Cargo.toml" --release --locked --target "$host" \
-    --bins ${CARGO_TERM_QUIET:+--quiet}
+    --bins
 }
 
 # Copies the first 64 KiB of FILE into DIR, named by its content hash.

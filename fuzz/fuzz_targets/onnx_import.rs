@@ -1,7 +1,7 @@
-//! The ONNX reader, through the same entry point as `superres models` and the
-//! server's model loading: any bytes give a model or an error, never a panic, a hang or an
-//! unbounded allocation. The corpus is seeded with `.onnx` files; inputs the format detection
-//! sends to the TensorFlow reader are exercised too.
+//! The ONNX reader, through the same entry point as `superres models` and the server's model
+//! loading: any bytes give a model or an error, never a panic, a hang or an unbounded
+//! allocation. The corpus is seeded with `.onnx` files; inputs the format detection sends to
+//! the TensorFlow reader are exercised too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

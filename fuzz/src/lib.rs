@@ -38,20 +38,21 @@ fn over_limit(size: usize) -> ! {
     std::process::abort();
 }
 
-fn reserve(size: usize) {
-    if size > MAX_ALLOCATION || LIVE.fetch_add(size, Ordering::Relaxed) + size > MAX_LIVE {
+/// Counts `grow` more live bytes for an allocation that will be `size` bytes.
+fn reserve(size: usize, grow: usize) {
+    if size > MAX_ALLOCATION || LIVE.fetch_add(grow, Ordering::Relaxed) + grow > MAX_LIVE {
         over_limit(size);
     }
 }
 
 unsafe impl GlobalAlloc for BoundedAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        reserve(layout.size());
+        reserve(layout.size(), layout.size());
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        reserve(layout.size());
+        reserve(layout.size(), layout.size());
         unsafe { System.alloc_zeroed(layout) }
     }
 
@@ -62,7 +63,7 @@ unsafe impl GlobalAlloc for BoundedAlloc {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if new_size > layout.size() {
-            reserve(new_size - layout.size());
+            reserve(new_size, new_size - layout.size());
         } else {
             LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
         }
