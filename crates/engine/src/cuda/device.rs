@@ -592,27 +592,36 @@ impl DeviceExecutable {
         let npix_in = plan.n * plan.h * plan.w;
 
         // Host → device: into pinned memory, one asynchronous copy, one conversion kernel.
-        let in_bytes: Vec<u8> = match &batch.data {
-            HostData::U8(v) => v.clone(),
-            HostData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        let in_len = match &batch.data {
+            HostData::U8(v) => v.len(),
+            HostData::F32(v) => v.len() * 4,
         };
         let pool = &self.backend.pool;
-        let pinned = sub.pinned_in.insert(pool.pinned(in_bytes.len())?);
-        pinned.slice(in_bytes.len()).copy_from_slice(&in_bytes);
+        let pinned = sub.pinned_in.insert(pool.pinned(in_len)?);
+        // Straight into page-locked memory: one host copy.
+        let dst = pinned.slice(in_len);
+        match &batch.data {
+            HostData::U8(v) => dst.copy_from_slice(v),
+            HostData::F32(v) => {
+                for (d, x) in dst.chunks_exact_mut(4).zip(v) {
+                    d.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
         let staging_in = base + layout.staging_in as u64;
         // SAFETY: the event belongs to this submission, the stream to the lane.
         cu_check(
             unsafe { cu::cuEventRecord(sub.start.0, lane.stream) },
             "cuEventRecord",
         )?;
-        // SAFETY: the pinned buffer holds `in_bytes.len()` bytes and stays untouched until
+        // SAFETY: the pinned buffer holds `in_len` bytes and stays untouched until
         // the lane is synchronised; the device range was sized by `Layout`.
         cu_check(
             unsafe {
                 cu::cuMemcpyHtoDAsync_v2(
                     staging_in,
                     pinned.ptr as *const c_void,
-                    in_bytes.len(),
+                    in_len,
                     lane.stream,
                 )
             },
@@ -1107,10 +1116,10 @@ impl Executable for DeviceExecutable {
             {
                 let count = plan.n * o.h * o.w * o.c;
                 let bytes = if u8_out { count } else { count * 4 };
-                let src = pinned.slice(at + bytes)[at..].to_vec();
+                let src = &pinned.slice(at + bytes)[at..];
                 at += bytes;
                 let data = if u8_out {
-                    HostData::U8(src)
+                    HostData::U8(src.to_vec())
                 } else {
                     HostData::F32(
                         src.chunks_exact(4)
