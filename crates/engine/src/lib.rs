@@ -288,6 +288,13 @@ pub trait Executable: Send + Sync {
         None
     }
 
+    /// Size plans (shapes, buffer assignment, arena) made since this executable was
+    /// prepared: one per input size not in its plan cache. Repeated runs at a cached size
+    /// make none, which is how reuse is checked. `None` where a backend keeps no count.
+    fn plans_made(&self) -> Option<u64> {
+        None
+    }
+
     /// Runs the network on one `[H, W, C]` input and returns every graph output, in the order
     /// of [`Graph::outputs`], as `[H', W', C']` tensors in host memory.
     fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, EngineError> {

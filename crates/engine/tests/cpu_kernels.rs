@@ -442,16 +442,15 @@ fn too_small_inputs_and_wrong_channels_are_errors_not_panics() {
 }
 
 /// Runs that reuse a cached plan and a recycled arena (holding the previous run's values)
-/// give what a freshly prepared executable gives, also after the size's plan was evicted by
-/// more sizes than the cache holds. Whether a plan was reused is not observable through the
-/// public API (`Executable` exposes no plan cache or counters), so this checks the results
-/// of reuse, not the reuse itself.
+/// give what a freshly prepared executable gives, and do reuse it: repeated sizes make no
+/// new plan, while a size evicted by more sizes than the cache holds is planned anew.
 #[test]
-fn repeated_runs_give_what_a_fresh_plan_gives() {
+fn repeated_runs_reuse_the_plan() {
     let mut rng = Rng(8);
     let g = all_ops_graph(&mut rng);
     let backend = CpuBackend::new();
     let exe = backend.prepare(&g).unwrap();
+    assert_eq!(exe.plans_made(), Some(0));
     let a = rng.image(6, 5, 3);
     let b = rng.image(3, 9, 3);
     let fresh = |x: &Tensor| backend.prepare(&g).unwrap().run(x).unwrap();
@@ -461,12 +460,28 @@ fn repeated_runs_give_what_a_fresh_plan_gives() {
         assert_eq!(exe.run(&b).unwrap(), first_b);
         assert_eq!(exe.run(&a).unwrap(), first);
     }
+    assert_eq!(
+        exe.plans_made(),
+        Some(2),
+        "one plan per size, reused by every later run"
+    );
+    // Sizing tiles asks for peaks without planning for runs (nor evicting a plan).
+    exe.peak_bytes(40, 40, 1).unwrap();
+    exe.run(&a).unwrap();
+    assert_eq!(exe.plans_made(), Some(2));
     // More sizes than any small cache holds, then `a` again: planned anew.
-    for (h, w) in [(4, 5), (5, 7), (7, 5), (3, 6), (8, 5), (4, 9)] {
+    let sizes = [(4, 5), (5, 7), (7, 5), (3, 6), (8, 5), (4, 9)];
+    for (h, w) in sizes {
         let x = rng.image(h, w, 3);
         assert_eq!(exe.run(&x).unwrap(), fresh(&x), "{h}×{w}");
     }
+    assert_eq!(exe.plans_made(), Some(2 + sizes.len() as u64));
     assert_eq!(exe.run(&a).unwrap(), first);
+    assert_eq!(
+        exe.plans_made(),
+        Some(3 + sizes.len() as u64),
+        "evicted, so planned again"
+    );
     let _: ValueId = g.outputs[0].1;
 }
 

@@ -18,6 +18,7 @@ use superres_upscale::Precision;
 use superres_upscale::device::DeviceSpec;
 
 use crate::auth::AdminToken;
+use crate::clock::Clock;
 
 /// A secret given in the clear (the admin token from a flag, a variable or the file). Its
 /// `Debug` shows nothing of it, so settings can be logged.
@@ -229,6 +230,8 @@ pub struct Settings {
     pub api_keys: Option<PathBuf>,
     /// Jobs queued or running at once per API key whose line names no limit.
     pub api_key_max_in_flight: usize,
+    /// The job queue's time (when results expire): the system clock; tests move a manual one.
+    pub clock: Clock,
 }
 
 impl Default for Settings {
@@ -256,6 +259,7 @@ impl Default for Settings {
             admin_token: None,
             api_keys: None,
             api_key_max_in_flight: 4,
+            clock: Clock::system(),
         }
     }
 }
@@ -297,6 +301,7 @@ impl Settings {
             admin_token: admin_token(c.admin_token, c.admin_token_file.as_deref())?,
             api_keys: c.api_keys,
             api_key_max_in_flight: c.api_key_max_in_flight.unwrap_or(d.api_key_max_in_flight),
+            clock: d.clock,
         };
         settings.validate()?;
         Ok(settings)

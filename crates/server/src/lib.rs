@@ -14,7 +14,8 @@
 //! - [`worker`]: the inference threads (never the async runtime) and the [`Upscaler`] seam.
 //! - [`error`]: the one error type, [`ApiError`], and the JSON shape of every failure.
 //! - [`state`]: [`AppState`](state::AppState), what every handler and extractor can reach.
-//! - [`telemetry`], [`config`], [`server`]: logs and metrics, settings, life cycle.
+//! - [`telemetry`], [`config`], [`server`], [`clock`]: logs and metrics, settings, life
+//!   cycle, the queue's time.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +33,7 @@
 
 mod assets;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -44,6 +46,7 @@ pub mod upload;
 pub mod worker;
 
 pub use auth::AdminToken;
+pub use clock::Clock;
 pub use config::{ConfigError, ConfigLayer, LogFormat, Secret, Settings};
 pub use error::ApiError;
 pub use models::{ModelRegistry, ModelSetup, ModelView, ReloadReport};

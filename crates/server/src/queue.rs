@@ -32,6 +32,7 @@ use superres_imaging::{EncodeOptions, Limits, OutputFormat};
 use superres_upscale::{Model, Options};
 use tokio::sync::{Notify, watch};
 
+use crate::clock::Clock;
 use crate::error::ApiError;
 
 /// Where a job is in its life.
@@ -140,6 +141,8 @@ pub struct QueueConfig {
     pub request_limits: RequestLimits,
     pub options: Options,
     pub encode: EncodeOptions,
+    /// When jobs are queued and finish, and so when results expire.
+    pub clock: Clock,
 }
 
 /// What one request may need once upscaled, checked from the upload's header before it
@@ -238,7 +241,7 @@ impl JobQueue {
         if inner.draining {
             return Err(ApiError::shutting_down());
         }
-        self.sweep(&mut inner, Instant::now());
+        self.sweep(&mut inner, self.config.clock.now());
         if let Some(owner) = &request.owner {
             let in_flight = inner
                 .jobs
@@ -278,7 +281,7 @@ impl JobQueue {
                 input: Some((request.bytes, request.model, request.format)),
                 cancel: Arc::new(AtomicBool::new(false)),
                 outcome: None,
-                enqueued_at: Instant::now(),
+                enqueued_at: self.config.clock.now(),
                 finished_at: None,
                 forget_when_done: false,
                 owner: request.owner.map(|o| o.name),
@@ -324,7 +327,7 @@ impl JobQueue {
     /// The current view of a job `owner` may see.
     pub fn view(&self, id: &str, owner: Option<&str>) -> Option<JobView> {
         let mut inner = self.lock();
-        self.sweep(&mut inner, Instant::now());
+        self.sweep(&mut inner, self.config.clock.now());
         Self::visible(&inner, id, owner).map(|j| j.view.borrow().clone())
     }
 
@@ -338,7 +341,7 @@ impl JobQueue {
     /// cancelled), the job's own error when it failed.
     pub fn result(&self, id: &str, owner: Option<&str>) -> Result<Arc<JobOutput>, ApiError> {
         let mut inner = self.lock();
-        self.sweep(&mut inner, Instant::now());
+        self.sweep(&mut inner, self.config.clock.now());
         let job = Self::visible(&inner, id, owner).ok_or_else(|| ApiError::job_not_found(id))?;
         match &job.outcome {
             Some(Ok(output)) => Ok(Arc::clone(output)),
@@ -374,7 +377,7 @@ impl JobQueue {
                     .ok_or_else(|| ApiError::job_not_found(id))?;
                 job.input = None;
                 job.outcome = Some(Err(cancelled()));
-                job.finished_at = Some(Instant::now());
+                job.finished_at = Some(self.config.clock.now());
                 job.view.send_modify(|v| {
                     v.status = JobStatus::Cancelled;
                     v.position = None;
@@ -445,7 +448,7 @@ impl JobQueue {
                 let Some((bytes, model, format)) = job.input.take() else {
                     continue;
                 };
-                let queue_wait = job.enqueued_at.elapsed();
+                let queue_wait = self.config.clock.since(job.enqueued_at);
                 job.view.send_modify(|v| {
                     v.status = JobStatus::Running;
                     v.position = None;
@@ -480,7 +483,7 @@ impl JobQueue {
         let mut inner = self.lock();
         inner.running = inner.running.saturating_sub(1);
         inner.finished += 1;
-        let now = Instant::now();
+        let now = self.config.clock.now();
         if outcome.is_ok() {
             let secs = run_time.as_secs_f64();
             inner.ewma_run_secs = Some(match inner.ewma_run_secs {
@@ -527,7 +530,10 @@ impl JobQueue {
         let expired: Vec<String> = inner
             .jobs
             .iter()
-            .filter(|(_, j)| j.finished_at.is_some_and(|t| now.duration_since(t) >= ttl))
+            .filter(|(_, j)| {
+                j.finished_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {
@@ -621,7 +627,7 @@ impl JobQueue {
             if let Some(job) = inner.jobs.get_mut(id) {
                 job.input = None;
                 job.outcome = Some(Err(cancelled()));
-                job.finished_at = Some(Instant::now());
+                job.finished_at = Some(self.config.clock.now());
                 job.view.send_modify(|v| {
                     v.status = JobStatus::Cancelled;
                     v.position = None;

@@ -206,6 +206,7 @@ impl Server {
                 memory_budget: settings.memory_budget_bytes,
             },
             encode: EncodeOptions::default(),
+            clock: settings.clock.clone(),
         }));
         let workers = WorkerPool::start(Arc::clone(&queue), upscaler, settings.workers.max(1))
             .map_err(ServerError::Workers)?;

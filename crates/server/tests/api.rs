@@ -250,21 +250,8 @@ async fn delete_removes_a_queued_job_and_stops_a_running_one_at_the_next_tile() 
     let running = submit().await;
     let queued = submit().await;
     let third = submit().await;
-    // Wait for the first to be running.
-    for _ in 0..100 {
-        let v: serde_json::Value = http
-            .get(server.url(&format!("/v1/jobs/{running}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let v = wait_for_status(&server, &http, &running, "running").await;
+    assert_eq!(v["status"], "running", "{v}");
     let v: serde_json::Value = http
         .get(server.url(&format!("/v1/jobs/{third}")))
         .send()
@@ -299,22 +286,7 @@ async fn delete_removes_a_queued_job_and_stops_a_running_one_at_the_next_tile() 
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mut status = String::new();
-    for _ in 0..200 {
-        let v: serde_json::Value = http
-            .get(server.url(&format!("/v1/jobs/{running}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        status = v["status"].as_str().unwrap().to_string();
-        if status == "cancelled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let status = wait_for_status(&server, &http, &running, "cancelled").await["status"].clone();
     assert_eq!(
         status, "cancelled",
         "the running job stops at its next tile"
@@ -373,21 +345,7 @@ async fn a_panicking_model_fails_its_job_with_500_and_the_server_keeps_serving()
         .as_str()
         .unwrap()
         .to_string();
-    let mut view = serde_json::Value::Null;
-    for _ in 0..100 {
-        view = http
-            .get(server.url(&format!("/v1/jobs/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if view["status"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let view = wait_for_status(&server, &http, &id, "failed").await;
     assert_eq!(view["status"], "failed", "{view}");
     assert!(
         view["error"].as_str().unwrap().contains("exploded"),
@@ -645,6 +603,8 @@ async fn not_ready_until_models_load_then_reload_makes_it_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enhance_client_that_disconnects_frees_its_worker() {
+    // One worker, and a run that would take hours unless it is cancelled.
+    let slow = SlowUpscaler::new(1_000_000, Duration::from_millis(20));
     let server = start(
         settings(),
         ModelSetup::Loaded {
@@ -652,57 +612,47 @@ async fn an_enhance_client_that_disconnects_frees_its_worker() {
             default: None,
             backend: superres_upscale::device::cpu(),
         },
-        SlowUpscaler::new(100, Duration::from_millis(20)),
+        slow.clone(),
     )
     .await;
-    // This client gives up after 150 ms of a 2 s run.
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(150))
-        .build()
-        .unwrap();
-    let r = impatient
+    // A client that goes away once its job is running.
+    let http = client();
+    let request = http
         .post(server.url("/enhance"))
         .multipart(image_form(png(8, 8)))
-        .send()
-        .await;
-    assert!(r.is_err(), "the request timed out on the client side");
-    // The abandoned job stops at its next tile, so the next job starts at once.
-    let http = client();
-    let r = http
-        .post(server.url("/v1/jobs"))
-        .multipart(image_form(png(8, 8)))
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut status = serde_json::Value::Null;
-    for _ in 0..200 {
-        let v: serde_json::Value = http
-            .get(server.url(&format!("/v1/jobs/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        status = v["status"].clone();
-        if status == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        status, "running",
-        "the worker was freed long before the 2 s run would end"
+        .send();
+    let request = tokio::spawn(request);
+    wait_until("the /enhance job to start", || {
+        let runs = slow.runs.load(std::sync::atomic::Ordering::SeqCst);
+        async move { (runs == 1).then_some(()) }
+    })
+    .await;
+    request.abort();
+    assert!(
+        request.await.is_err_and(|e| e.is_cancelled()),
+        "the client went away before an answer"
     );
-    http.delete(server.url(&format!("/v1/jobs/{id}")))
+    // The abandoned job stops at its next tile, so the next job gets the only worker. Were
+    // it not abandoned, the second job would wait for hours and the wait below would fail.
+    let id = submit_job(&server, &http, png(8, 8)).await;
+    let view = wait_for_status(&server, &http, &id, "running").await;
+    assert_eq!(view["status"], "running", "{view}");
+    assert_eq!(
+        slow.runs.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the abandoned job had started, and the second one runs on the freed worker"
+    );
+    let r = http
+        .delete(server.url(&format!("/v1/jobs/{id}")))
         .send()
         .await
         .unwrap();
-    server.stop().await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        wait_for_status(&server, &http, &id, "cancelled").await["status"],
+        "cancelled"
+    );
+    assert_eq!(server.stop().await.abandoned, 0);
 }
 
 /// The JSON error of a response: status, code and message.

@@ -94,20 +94,13 @@ async fn hostile_uploads_get_4xx_json_and_the_server_survives() {
                     .as_str()
                     .unwrap()
                     .to_string();
-                let mut result = None;
-                for _ in 0..200 {
-                    let r = http
-                        .get(server.url(&format!("/v1/jobs/{id}/result")))
-                        .send()
-                        .await
-                        .unwrap();
-                    if r.status() != 409 {
-                        result = Some(r);
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-                let r = result.expect("the job ends");
+                let view = wait_for_status(&server, &http, &id, "failed").await;
+                assert_eq!(view["status"], "failed", "{what} via {path}: {view}");
+                let r = http
+                    .get(server.url(&format!("/v1/jobs/{id}/result")))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(error_code(r, *status).await, *code, "{what} via {path}");
                 continue;
             }

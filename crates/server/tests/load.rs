@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use superres_import::Family;
-use superres_server::{ModelSetup, Pipeline, Settings};
+use superres_server::{Clock, ModelSetup, Pipeline, Settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_concurrent_uploads_get_only_200_or_429_and_the_server_recovers() {
@@ -123,28 +123,20 @@ async fn shutdown_during_load_completes_every_accepted_job() {
         })
         .collect();
     // Once all seven are accepted, ask for the shutdown while jobs are queued and running.
-    let mut accepted = 0;
-    for _ in 0..500 {
-        let ready: serde_json::Value = http
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let waiting = ready["queued"].as_u64().unwrap() + ready["running"].as_u64().unwrap();
-        let started = slow.runs.load(std::sync::atomic::Ordering::SeqCst) as u64;
-        accepted = started + ready["queued"].as_u64().unwrap();
-        if accepted == 7 && waiting >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(
-        accepted, 7,
-        "all uploads arrived while jobs were still waiting"
-    );
+    wait_until(
+        "all seven uploads to be accepted while jobs still wait",
+        || {
+            let ready = http.get(server.url("/readyz")).send();
+            let started = slow.runs.load(std::sync::atomic::Ordering::SeqCst) as u64;
+            async move {
+                let ready: serde_json::Value = ready.await.ok()?.json().await.ok()?;
+                let queued = ready["queued"].as_u64()?;
+                let waiting = queued + ready["running"].as_u64()?;
+                (started + queued == 7 && waiting >= 2).then_some(())
+            }
+        },
+    )
+    .await;
     let handle = server.handle.clone();
     let stopping = tokio::spawn(server.stop());
     let mut ok = 0;
@@ -203,19 +195,7 @@ async fn flipping_current_and_reloading_under_load_fails_no_request() {
     )
     .await;
     let http = client();
-    for _ in 0..200 {
-        if http
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ready(&server, &http).await;
     // The folder's model, next to the built-in ones.
     let source = |list: serde_json::Value| {
         list["models"]
@@ -293,48 +273,50 @@ async fn flipping_current_and_reloading_under_load_fails_no_request() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The time-to-live is checked on the queue's clock, here a manual one: the result is there
+/// until the instant the TTL has passed since the job finished, and gone from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_expire_after_their_time_to_live() {
+    let clock = Clock::manual();
+    let ttl = Duration::from_secs(600);
     let server = start_with_models(
         Settings {
-            result_ttl: Duration::from_millis(200),
+            result_ttl: ttl,
+            clock: clock.clone(),
             ..settings()
         },
         vec![tiny_model("m", 2, Family::Rgb)],
     )
     .await;
     let http = client();
-    let r = http
-        .post(server.url("/v1/jobs"))
-        .multipart(image_form(png(4, 4)))
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut done = false;
-    for _ in 0..100 {
-        let r = http
-            .get(server.url(&format!("/v1/jobs/{id}/result")))
+    let id = submit_job(&server, &http, png(4, 4)).await;
+    assert_eq!(
+        wait_for_status(&server, &http, &id, "done").await["status"],
+        "done"
+    );
+    let result = || {
+        http.get(server.url(&format!("/v1/jobs/{id}/result")))
             .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(done, "the job finished");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(result().await.unwrap().status(), 200);
+    clock.advance(ttl - Duration::from_millis(1));
+    assert_eq!(
+        result().await.unwrap().status(),
+        200,
+        "kept until the TTL has passed"
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(error_code(result().await.unwrap(), 404).await, "not_found");
     let r = http
-        .get(server.url(&format!("/v1/jobs/{id}/result")))
+        .get(server.url(&format!("/v1/jobs/{id}")))
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(r, 404).await, "not_found");
+    assert_eq!(
+        error_code(r, 404).await,
+        "not_found",
+        "the job is forgotten too"
+    );
     server.stop().await;
 }
 
@@ -349,34 +331,20 @@ async fn the_result_store_evicts_the_oldest_results_beyond_its_budget() {
     )
     .await;
     let http = client();
-    let finished = |id: String| {
-        let http = http.clone();
-        let url = server.url(&format!("/v1/jobs/{id}/result"));
-        async move {
-            for _ in 0..500 {
-                let r = http.get(&url).send().await.unwrap();
-                if r.status() != 409 {
-                    return r.status().as_u16();
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            409
-        }
-    };
     let mut ids = Vec::new();
     for _ in 0..2 {
+        let id = submit_job(&server, &http, png(4, 4)).await;
+        assert_eq!(
+            wait_for_status(&server, &http, &id, "done").await["status"],
+            "done"
+        );
+        // A budget of one byte still keeps the newest result.
         let r = http
-            .post(server.url("/v1/jobs"))
-            .multipart(image_form(png(4, 4)))
+            .get(server.url(&format!("/v1/jobs/{id}/result")))
             .send()
             .await
             .unwrap();
-        let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        // A budget of one byte still keeps the newest result.
-        assert_eq!(finished(id.clone()).await, 200);
+        assert_eq!(r.status(), 200);
         ids.push(id);
     }
     let r = http

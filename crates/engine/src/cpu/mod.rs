@@ -50,6 +50,7 @@ pub(crate) mod pixconv;
 pub mod reference;
 pub(crate) mod winograd;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use superres_graph::{
@@ -205,6 +206,7 @@ impl Backend for CpuBackend {
             steps,
             pool: self.pool.clone(),
             plans: Mutex::new(Vec::new()),
+            plans_made: AtomicU64::new(0),
         }))
     }
 }
@@ -247,6 +249,8 @@ struct CpuExecutable {
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Most recently used first.
     plans: Mutex<Vec<Arc<Plan>>>,
+    /// Plans made for runs (not for `peak_bytes`), cached or not.
+    plans_made: AtomicU64,
 }
 
 impl Executable for CpuExecutable {
@@ -276,6 +280,10 @@ impl Executable for CpuExecutable {
         let values = plan.arena_elements() as u64 + batch.max(1) as u64 * (input + outputs);
         Ok(4 * values)
     }
+
+    fn plans_made(&self) -> Option<u64> {
+        Some(self.plans_made.load(Ordering::Relaxed))
+    }
 }
 
 impl CpuExecutable {
@@ -289,6 +297,7 @@ impl CpuExecutable {
             }
         }
         let plan = Arc::new(self.make_plan(h, w)?);
+        self.plans_made.fetch_add(1, Ordering::Relaxed);
         let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         plans.insert(0, plan.clone());
         plans.truncate(PLAN_CACHE);

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cudnn::sys as dnn;
@@ -143,6 +144,7 @@ impl Backend {
             lowered,
             models,
             plans: Mutex::new(HashMap::new()),
+            plans_made: AtomicU64::new(0),
             last_ms: Arc::new(Mutex::new(None)),
         }))
     }
@@ -255,6 +257,8 @@ struct DeviceExecutable {
     lowered: Lowered,
     models: Vec<GpuModel>,
     plans: Mutex<HashMap<(usize, usize, usize), Arc<DevicePlan>>>,
+    /// Plans made, cached or not.
+    plans_made: AtomicU64,
     /// Device milliseconds of the last finished run.
     last_ms: Arc<Mutex<Option<f64>>>,
 }
@@ -330,6 +334,7 @@ impl DeviceExecutable {
             return Ok(p.clone());
         }
         let p = Arc::new(DevicePlan::new(&self.lowered, n, h, w)?);
+        self.plans_made.fetch_add(1, Ordering::Relaxed);
         if plans.len() >= 16 {
             plans.clear();
         }
@@ -1182,5 +1187,9 @@ impl Executable for DeviceExecutable {
 
     fn last_device_ms(&self) -> Option<f64> {
         *self.last_ms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn plans_made(&self) -> Option<u64> {
+        Some(self.plans_made.load(Ordering::Relaxed))
     }
 }

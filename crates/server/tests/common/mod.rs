@@ -259,6 +259,106 @@ fn uuid_like() -> u128 {
         .unwrap_or(0)
 }
 
+/// How long a test waits for a state it expects before it fails. Far beyond what any step
+/// takes, so it only bounds a test whose expectation is broken; the waits below return as
+/// soon as the state is reached.
+pub const STATE_BOUND: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it answers `Some`, failing the test (naming `what`) after
+/// [`STATE_BOUND`].
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + STATE_BOUND;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {STATE_BOUND:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `/readyz` answers 200.
+pub async fn wait_ready(server: &TestServer, http: &reqwest::Client) {
+    let url = server.url("/readyz");
+    wait_until("the server to be ready", || {
+        let request = http.get(&url).send();
+        async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+    })
+    .await;
+}
+
+/// Submits `image` as an async job and answers its id.
+pub async fn submit_job(server: &TestServer, http: &reqwest::Client, image: Vec<u8>) -> String {
+    let r = http
+        .post(server.url("/v1/jobs"))
+        .multipart(image_form(image))
+        .send()
+        .await
+        .expect("the job is submitted");
+    assert_eq!(r.status(), 202, "accepted");
+    let v: serde_json::Value = r.json().await.expect("a JSON answer");
+    v["id"].as_str().expect("an id").to_string()
+}
+
+/// Follows the job's server-sent events until one has status `wanted` (or the job ends)
+/// and answers that event. Fails after [`STATE_BOUND`].
+pub async fn wait_for_status(
+    server: &TestServer,
+    http: &reqwest::Client,
+    id: &str,
+    wanted: &str,
+) -> serde_json::Value {
+    wait_for_status_as(server, http, id, wanted, None).await
+}
+
+/// [`wait_for_status`] for a job of the API key `key`.
+pub async fn wait_for_status_as(
+    server: &TestServer,
+    http: &reqwest::Client,
+    id: &str,
+    wanted: &str,
+    key: Option<&str>,
+) -> serde_json::Value {
+    use futures_util::StreamExt;
+    let mut request = http.get(server.url(&format!("/v1/jobs/{id}/events")));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let r = request.send().await.expect("the event stream opens");
+    assert_eq!(r.status(), 200, "events of job {id}");
+    let mut body = r.bytes_stream();
+    let mut pending = String::new();
+    let deadline = tokio::time::Instant::now() + STATE_BOUND;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .unwrap_or_else(|_| panic!("waited {STATE_BOUND:?} for job {id} to be {wanted}"));
+        let Some(chunk) = chunk else {
+            panic!("the events of job {id} ended before it was {wanted}");
+        };
+        pending.push_str(&String::from_utf8_lossy(&chunk.expect("an event chunk")));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let view: serde_json::Value =
+                serde_json::from_str(data.trim()).expect("an event is a job view");
+            let status = view["status"].as_str().unwrap_or_default();
+            if status == wanted || matches!(status, "done" | "failed" | "cancelled") {
+                return view;
+            }
+        }
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
