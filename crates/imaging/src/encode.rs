@@ -94,9 +94,9 @@ impl std::fmt::Display for OutputFormat {
 impl FromStr for OutputFormat {
     type Err = ImageError;
 
-    /// `png`, `jpeg`, `jpg` or `webp`, in any case.
+    /// `png`, `jpeg`, `jpg` or `webp`, in any case, with any ASCII white space around it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        match s.trim_ascii().to_ascii_lowercase().as_str() {
             "png" => Ok(OutputFormat::Png),
             "jpeg" | "jpg" => Ok(OutputFormat::Jpeg),
             "webp" => Ok(OutputFormat::Webp),

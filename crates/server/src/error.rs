@@ -27,10 +27,13 @@ pub struct ApiError {
     bearer_challenge: bool,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    code: &'a str,
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// What went wrong, for a person.
+    pub error: &'a str,
+    /// What went wrong, for a program: e.g. `queue_full`, `corrupt_image`, `not_found`.
+    pub code: &'a str,
 }
 
 impl ApiError {

@@ -28,15 +28,16 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::ToSchema;
 
 use crate::assets;
 use crate::auth::{Access, Admin, Caller};
-use crate::error::{ApiError, json_errors};
+use crate::error::{ApiError, ErrorBody, json_errors};
 use crate::models::ModelRegistry;
-use crate::queue::{JobOutput, JobRequest, JobStatus, Owner};
+use crate::queue::{JobOutput, JobRequest, JobStatus, JobView, Owner};
 use crate::state::AppState;
 use crate::telemetry::{record_devices, track_requests};
-use crate::upload::{Upload, check_header, check_request};
+use crate::upload::{Upload, UploadForm, UploadQuery, check_header, check_request};
 
 /// The application: every route, with its layers.
 pub fn router(state: AppState) -> Router {
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/reload", post(reload_models))
         .route("/v1/devices", get(list_devices))
+        .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
         .with_state(state)
         .layer(
@@ -105,18 +107,24 @@ async fn not_found() -> ApiError {
     )
 }
 
-#[derive(Serialize)]
-struct Health {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`: the process answers.
     status: &'static str,
 }
 
-async fn healthz() -> Json<Health> {
+/// Liveness: the process answers. Says nothing about the models (see `/readyz`).
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "The process is alive", body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-#[derive(Serialize)]
-struct Ready {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Ready {
+    /// `ready`.
     status: &'static str,
+    /// Models loaded.
     models: usize,
     /// Jobs waiting for a worker.
     queued: usize,
@@ -124,7 +132,12 @@ struct Ready {
     running: usize,
 }
 
-async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
+/// Readiness: the models are loaded and the server is not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "service", responses(
+    (status = 200, description = "Ready for requests", body = Ready),
+    (status = 503, description = "Models not loaded yet (or none could be), or shutting down", body = ErrorBody),
+))]
+pub(crate) async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
     if app.queue.is_draining() {
         return Err(ApiError::shutting_down());
     }
@@ -142,16 +155,16 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
 
 /// `GET /v1/devices`: the backend the models run on and its devices, as
 /// [`Backend::status`](superres_upscale::Backend::status) reports them now.
-#[derive(Serialize)]
-struct DeviceList {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeviceList {
     /// e.g. `cpu (avx512, 2 threads)`.
     backend: String,
     precision: &'static str,
     devices: Vec<DeviceView>,
 }
 
-#[derive(Serialize)]
-struct DeviceView {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeviceView {
     /// `cpu` or `cuda:N`.
     id: String,
     name: String,
@@ -180,7 +193,12 @@ async fn device_status(app: &AppState) -> Result<(String, Precision, Vec<DeviceS
         .map_err(|e| ApiError::internal(format!("the device status could not be read: {e}")))
 }
 
-async fn list_devices(State(app): State<AppState>) -> Result<Json<DeviceList>, ApiError> {
+/// The backend the models run on and its devices, with memory and load where known.
+#[utoipa::path(get, path = "/v1/devices", tag = "service",
+    responses((status = 200, description = "The devices", body = DeviceList)))]
+pub(crate) async fn list_devices(
+    State(app): State<AppState>,
+) -> Result<Json<DeviceList>, ApiError> {
     let (backend, precision, devices) = device_status(&app).await?;
     Ok(Json(DeviceList {
         backend,
@@ -189,7 +207,11 @@ async fn list_devices(State(app): State<AppState>) -> Result<Json<DeviceList>, A
     }))
 }
 
-async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
+/// Prometheus metrics: requests, jobs, queue depth, stage times, devices.
+#[utoipa::path(get, path = "/metrics", tag = "service", responses(
+    (status = 200, description = "The Prometheus text format", content_type = "text/plain", body = String),
+))]
+pub(crate) async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
     match device_status(&app).await {
         Ok((_, precision, devices)) => record_devices(&devices, precision),
         Err(e) => tracing::warn!("{e}"),
@@ -223,7 +245,33 @@ fn job_request(app: &AppState, caller: &Caller, upload: Upload) -> Result<JobReq
 }
 
 /// `POST /enhance`: waits in the same queue as jobs and answers the image itself.
-async fn enhance(
+///
+/// The drop-in endpoint: the upscaled image in the response body, as PNG unless `format`
+/// asks for another. A client that disconnects abandons its job.
+#[utoipa::path(post, path = "/enhance", tag = "images",
+    params(UploadQuery),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The upscaled image",
+            content(("image/png"), ("image/jpeg"), ("image/webp")),
+            headers(
+                ("x-superres-model" = String, description = "The model that made it"),
+                ("server-timing" = String, description = "Milliseconds in queue, decode, upscale, encode"),
+            )),
+        (status = 400, description = "No `image` field, a bad field, an unknown model or a malformed body", body = ErrorBody),
+        (status = 401, description = "API keys are required and none was sent", body = ErrorBody),
+        (status = 403, description = "The API key is not valid", body = ErrorBody),
+        (status = 408, description = "The upload took longer than --upload-timeout-secs", body = ErrorBody),
+        (status = 413, description = "The body, the image or the result (pixels or memory) exceeds a limit", body = ErrorBody),
+        (status = 415, description = "Not an image format superres reads", body = ErrorBody),
+        (status = 422, description = "The image is damaged", body = ErrorBody),
+        (status = 429, description = "The queue is full, or the API key has its limit of jobs in flight",
+            body = ErrorBody, headers(("retry-after" = u64, description = "Seconds after which there may be room"))),
+        (status = 500, description = "The model run failed or exceeded --job-timeout-secs", body = ErrorBody),
+        (status = 503, description = "Models not loaded yet, or shutting down", body = ErrorBody),
+    ))]
+pub(crate) async fn enhance(
     State(app): State<AppState>,
     caller: Caller,
     upload: Upload,
@@ -234,15 +282,36 @@ async fn enhance(
     Ok(image_response(&output))
 }
 
-#[derive(Serialize)]
-struct Accepted {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    /// The job's id, for `/v1/jobs/{id}`.
     id: String,
+    /// `queued`.
     status: JobStatus,
+    /// Jobs ahead of it.
     position: Option<usize>,
 }
 
 /// `POST /v1/jobs`: 202 with the job's id and a `Location` to poll.
-async fn create_job(
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    params(UploadQuery),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Queued", body = Accepted,
+            headers(("location" = String, description = "The job: `/v1/jobs/{id}`"))),
+        (status = 400, description = "No `image` field, a bad field, an unknown model or a malformed body", body = ErrorBody),
+        (status = 401, description = "API keys are required and none was sent", body = ErrorBody),
+        (status = 403, description = "The API key is not valid", body = ErrorBody),
+        (status = 408, description = "The upload took longer than --upload-timeout-secs", body = ErrorBody),
+        (status = 413, description = "The body, the image or the result (pixels or memory) exceeds a limit", body = ErrorBody),
+        (status = 415, description = "Not an image format superres reads", body = ErrorBody),
+        (status = 422, description = "The image header is damaged", body = ErrorBody),
+        (status = 429, description = "The queue is full, or the API key has its limit of jobs in flight",
+            body = ErrorBody, headers(("retry-after" = u64, description = "Seconds after which there may be room"))),
+        (status = 503, description = "Models not loaded yet, or shutting down", body = ErrorBody),
+    ))]
+pub(crate) async fn create_job(
     State(app): State<AppState>,
     caller: Caller,
     upload: Upload,
@@ -261,7 +330,17 @@ async fn create_job(
     ))
 }
 
-async fn job_status(
+/// A job's state, progress and queue position.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, description = "API keys are required and none was sent", body = ErrorBody),
+        (status = 403, description = "The API key is not valid", body = ErrorBody),
+        (status = 404, description = "No such job (or another key's, or expired)", body = ErrorBody),
+    ))]
+pub(crate) async fn job_status(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -272,7 +351,18 @@ async fn job_status(
         .ok_or_else(|| ApiError::job_not_found(&id))
 }
 
-async fn cancel_job(
+/// Cancels a job: a queued one at once, a running one at its next tile; a finished one is
+/// forgotten with its result.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The job after the change", body = JobView),
+        (status = 401, description = "API keys are required and none was sent", body = ErrorBody),
+        (status = 403, description = "The API key is not valid", body = ErrorBody),
+        (status = 404, description = "No such job (or another key's, or expired)", body = ErrorBody),
+    ))]
+pub(crate) async fn cancel_job(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -280,8 +370,29 @@ async fn cancel_job(
     app.queue.cancel(&id, caller.owner()).map(Json)
 }
 
+/// One server-sent event of `/v1/jobs/{id}/events`, as the description states it.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the stream; the handler writes `Event`s.
+pub(crate) struct JobEvent {
+    /// The job's view (a `JobView`) as JSON.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+    /// The event type: always the default, `message`.
+    event: Option<String>,
+}
+
 /// `GET /v1/jobs/{id}/events`: the job's view now and on every change, until it ends.
-async fn job_events(
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Server-sent events, each `data:` a JobView, ending after a final state",
+            content_type = "text/event-stream", body = JobEvent),
+        (status = 401, description = "API keys are required and none was sent", body = ErrorBody),
+        (status = 403, description = "The API key is not valid", body = ErrorBody),
+        (status = 404, description = "No such job (or another key's, or expired)", body = ErrorBody),
+    ))]
+pub(crate) async fn job_events(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -306,7 +417,27 @@ async fn job_events(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-async fn job_result(
+/// A finished job's image. A failed job answers its own error, with the status it failed with.
+#[utoipa::path(get, path = "/v1/jobs/{id}/result", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The upscaled image",
+            content(("image/png"), ("image/jpeg"), ("image/webp")),
+            headers(
+                ("x-superres-model" = String, description = "The model that made it"),
+                ("server-timing" = String, description = "Milliseconds in queue, decode, upscale, encode"),
+            )),
+        (status = 401, description = "API keys are required and none was sent", body = ErrorBody),
+        (status = 403, description = "The API key is not valid", body = ErrorBody),
+        (status = 404, description = "No such job (or another key's, or expired)", body = ErrorBody),
+        (status = 409, description = "Not done yet (`not_done`), or cancelled (`cancelled`)", body = ErrorBody),
+        (status = 413, description = "The job failed: its image exceeded a limit", body = ErrorBody),
+        (status = 415, description = "The job failed: not an image format superres reads", body = ErrorBody),
+        (status = 422, description = "The job failed: the image is damaged", body = ErrorBody),
+        (status = 500, description = "The job failed: the model run failed or took too long", body = ErrorBody),
+    ))]
+pub(crate) async fn job_result(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -315,12 +446,17 @@ async fn job_result(
     Ok(image_response(&output))
 }
 
-#[derive(Serialize)]
-struct ModelList {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelList {
     models: Vec<crate::models::ModelView>,
 }
 
-async fn list_models(State(app): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+/// The models loaded, with their family, scale, source, device and precision.
+#[utoipa::path(get, path = "/v1/models", tag = "service", responses(
+    (status = 200, description = "The models", body = ModelList),
+    (status = 503, description = "Models not loaded yet", body = ErrorBody),
+))]
+pub(crate) async fn list_models(State(app): State<AppState>) -> Result<Json<ModelList>, ApiError> {
     if !app.models.is_ready() {
         return Err(ApiError::not_ready(app.models.not_ready_reason()));
     }
@@ -330,7 +466,15 @@ async fn list_models(State(app): State<AppState>) -> Result<Json<ModelList>, Api
 }
 
 /// `POST /v1/models/reload` (admin): the same as SIGHUP, the models and the API key file.
-async fn reload_models(
+#[utoipa::path(post, path = "/v1/models/reload", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "What the reload did", body = FullReload),
+        (status = 401, description = "No admin token was sent", body = ErrorBody),
+        (status = 403, description = "The token is not valid, or admin endpoints are disabled (no --admin-token)", body = ErrorBody),
+        (status = 500, description = "The models folder could not be read", body = ErrorBody),
+    ))]
+pub(crate) async fn reload_models(
     State(app): State<AppState>,
     _admin: Admin,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -346,7 +490,7 @@ async fn reload_models(
 /// What `POST /v1/models/reload` answers: the models' report, with the number of API keys
 /// now in use (`null` without a key file). A key file that cannot be read keeps the keys
 /// in use and adds its error to `errors`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FullReload {
     #[serde(flatten)]
     pub models: crate::models::ReloadReport,
@@ -369,6 +513,17 @@ pub fn reload_all(models: &ModelRegistry, access: &Access) -> Result<FullReload,
         models: report,
         keys,
     })
+}
+
+/// This description (OpenAPI 3.1).
+#[utoipa::path(get, path = "/openapi.json", tag = "service", responses(
+    (status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json", body = Object),
+))]
+pub(crate) async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
 }
 
 /// The image of a finished job, with the model that made it and where the time went.

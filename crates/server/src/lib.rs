@@ -7,6 +7,7 @@
 //! - [`auth`]: who may do what: the admin token and the API keys, as extractors.
 //! - [`http`]: routes and handlers, and the tower layers around them (request ids, request
 //!   logs, metrics, JSON errors, upload timeout, body limit).
+//! - [`openapi`]: the OpenAPI 3.1 description, derived from the handlers, at `/openapi.json`.
 //! - [`upload`]: the multipart extractor and the header check that refuses non-images and
 //!   oversized images before they queue.
 //! - [`models`]: the loaded models, swapped atomically on reload.
@@ -38,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod models;
+pub mod openapi;
 pub mod queue;
 pub mod server;
 pub mod state;

@@ -72,7 +72,7 @@ pub struct Catalog {
 }
 
 /// A model as `GET /v1/models` lists it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ModelView {
     pub name: String,
     pub family: &'static str,
@@ -86,7 +86,7 @@ pub struct ModelView {
 }
 
 /// What a reload did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ReloadReport {
     pub models: Vec<ModelView>,
     /// Models that could not be loaded; where an older version existed it was kept.

@@ -36,7 +36,7 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 
 /// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -66,7 +66,7 @@ impl JobStatus {
 }
 
 /// A job as clients see it (`GET /v1/jobs/{id}` and every server-sent event).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     pub status: JobStatus,

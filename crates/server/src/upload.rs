@@ -31,9 +31,33 @@ pub struct Upload {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct UploadQuery {
+/// The options as query parameters; a form field of the same name wins.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// The model to run (see `/v1/models`); the server's default when absent.
     model: Option<String>,
+    /// `png` (the default), `jpeg` (or `jpg`) or `webp`, in any case.
+    #[param(
+        pattern = r"^[ \t\n\f\r]*([Pp][Nn][Gg]|[Jj][Pp][Ee]?[Gg]|[Ww][Ee][Bb][Pp])?[ \t\n\f\r]*$"
+    )]
+    format: Option<String>,
+}
+
+/// The multipart form of `POST /enhance` and `POST /v1/jobs`. Other fields are ignored.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the form; the extractor reads it field by field.
+pub struct UploadForm {
+    /// The image: PNG, JPEG, WebP, BMP, TIFF or GIF (its first frame).
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    /// The model to run; the server's default when absent.
+    #[schema(max_length = 256)]
+    model: Option<String>,
+    /// `png` (the default), `jpeg` (or `jpg`) or `webp`, in any case.
+    #[schema(
+        pattern = r"^[ \t\n\f\r]*([Pp][Nn][Gg]|[Jj][Pp][Ee]?[Gg]|[Ww][Ee][Bb][Pp])?[ \t\n\f\r]*$"
+    )]
     format: Option<String>,
 }
 
@@ -71,7 +95,7 @@ impl FromRequest<AppState> for Upload {
                             "the '{name}' field is longer than {MAX_TEXT_FIELD} bytes"
                         )));
                     }
-                    let text = Some(text.trim().to_string()).filter(|t| !t.is_empty());
+                    let text = given(&text);
                     if name == "model" {
                         upload.model = text;
                     } else {
@@ -85,10 +109,15 @@ impl FromRequest<AppState> for Upload {
         if !has_image {
             return Err(ApiError::missing_field("image"));
         }
-        upload.model = upload.model.or(query.model.filter(|m| !m.is_empty()));
-        upload.format = upload.format.or(query.format.filter(|f| !f.is_empty()));
+        upload.model = upload.model.or(query.model.as_deref().and_then(given));
+        upload.format = upload.format.or(query.format.as_deref().and_then(given));
         Ok(upload)
     }
+}
+
+/// A text option as given: without the ASCII white space around it, and absent when empty.
+fn given(text: &str) -> Option<String> {
+    Some(text.trim_ascii().to_string()).filter(|t| !t.is_empty())
 }
 
 impl Upload {
