@@ -8,7 +8,8 @@
 #   scripts/fuzz.sh repro TARGET FILE...  run TARGET once on each FILE (no fuzzing)
 #
 # Targets: tf_import, onnx_import (superres_import::load_bytes), image_probe (probe and
-# probe_header, the upload's header check), image_decode (decode).
+# probe_header, the upload's header check), image_decode (decode), multipart_upload (the
+# server's multipart extractor, then the header check).
 #
 # The targets link libFuzzer through the libfuzzer-sys crate and are built by the stable
 # toolchain with LLVM's SanitizerCoverage instrumentation, which stable rustc accepts as
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 fuzz="$root/fuzz"
 shared="${SUPERRES_SHARED:-$root/../shared}"
-targets=(tf_import onnx_import image_probe image_decode)
+targets=(tf_import onnx_import image_probe image_decode multipart_upload)
 host="$(rustc -vV | sed -n 's/^host: //p')"
 bin_dir="$fuzz/target/$host/release"
 
@@ -51,9 +52,33 @@ seed() {
   [ -e "$dir/$name" ] || head -c 65536 "$file" >"$dir/$name"
 }
 
+# An upload of image FILE as multipart_upload reads it: QUERY \n CONTENT-TYPE \n BODY.
+multipart_seed() {
+  local out="$1" file="$2" b="superres-fuzz-b0undary"
+  {
+    printf 'model=default&format=png\nmultipart/form-data; boundary=%s\n' "$b"
+    printf -- '--%s\r\nContent-Disposition: form-data; name="image"; filename="x"\r\n' "$b"
+    printf 'Content-Type: application/octet-stream\r\n\r\n'
+    cat "$file"
+    printf '\r\n--%s\r\nContent-Disposition: form-data; name="format"\r\n\r\njpeg\r\n' "$b"
+    printf -- '--%s\r\nContent-Disposition: form-data; name="other"\r\n\r\nignored\r\n--%s--\r\n' "$b" "$b"
+  } >"$out"
+}
+
 seed_corpus() {
   local target="$1" dir="$fuzz/corpus/$1" f
   mkdir -p "$dir"
+  if [ "$target" = multipart_upload ]; then
+    local tmp
+    tmp="$(mktemp)"
+    for f in "$fuzz/seeds/images"/*; do
+      multipart_seed "$tmp" "$f"
+      seed "$dir" "$tmp"
+    done
+    rm -f "$tmp"
+    echo "fuzz: $target: corpus of $(find "$dir" -type f | wc -l) inputs" >&2
+    return
+  fi
   if [ -d "$fuzz/seeds/$target" ]; then
     for f in "$fuzz/seeds/$target"/*; do [ -f "$f" ] && seed "$dir" "$f"; done
   fi

@@ -62,62 +62,85 @@ pub struct UploadForm {
 }
 
 /// Longest accepted value of a text field (`model`, `format`).
-const MAX_TEXT_FIELD: usize = 256;
+pub const MAX_TEXT_FIELD: usize = 256;
 
 impl FromRequest<AppState> for Upload {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.http.max_body_bytes;
-        let field_error = |e: MultipartError| multipart_error(e, limit);
-        let Query(query) = Query::<UploadQuery>::try_from_uri(req.uri())
-            .map_err(|e| ApiError::bad_field(format!("bad query string: {e}")))?;
-        let mut multipart = Multipart::from_request(req, state)
-            .await
-            .map_err(multipart_rejection)?;
-        let mut upload = Upload {
-            image: Bytes::new(),
-            model: None,
-            format: None,
-        };
-        let mut has_image = false;
-        while let Some(field) = multipart.next_field().await.map_err(field_error)? {
-            match field.name() {
-                Some("image") => {
-                    upload.image = field.bytes().await.map_err(field_error)?;
-                    has_image = true;
-                }
-                Some(name @ ("model" | "format")) => {
-                    let name = name.to_string();
-                    let text = field.text().await.map_err(field_error)?;
-                    if text.len() > MAX_TEXT_FIELD {
-                        return Err(ApiError::bad_field(format!(
-                            "the '{name}' field is longer than {MAX_TEXT_FIELD} bytes"
-                        )));
-                    }
-                    let text = given(&text);
-                    if name == "model" {
-                        upload.model = text;
-                    } else {
-                        upload.format = text;
-                    }
-                }
-                // Other fields are ignored, as the service this one replaces did.
-                _ => {}
-            }
-        }
-        if !has_image {
-            return Err(ApiError::missing_field("image"));
-        }
-        upload.model = upload.model.or(query.model.as_deref().and_then(given));
-        upload.format = upload.format.or(query.format.as_deref().and_then(given));
-        Ok(upload)
+        read_upload(req, state.http.max_body_bytes).await
     }
 }
 
-/// A text option as given: without the ASCII white space around it, and absent when empty.
-fn given(text: &str) -> Option<String> {
-    Some(text.trim_ascii().to_string()).filter(|t| !t.is_empty())
+/// Reads an upload from a request: the multipart body's fields and the query string. Any
+/// bytes give an [`Upload`] or a 4xx error: 400 for a malformed body or query, a missing
+/// `image` field or an overlong text field, 413 (naming `limit_bytes`) when the body
+/// exceeds the body limit the router set. It needs no server, so the fuzz target
+/// `multipart_upload` drives it directly.
+pub async fn read_upload(req: Request, limit_bytes: usize) -> Result<Upload, ApiError> {
+    let field_error = |e: MultipartError| multipart_error(e, limit_bytes);
+    let Query(query) = Query::<UploadQuery>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::bad_field(format!("bad query string: {e}")))?;
+    let mut multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(multipart_rejection)?;
+    let mut upload = Upload {
+        image: Bytes::new(),
+        model: None,
+        format: None,
+    };
+    let mut has_image = false;
+    while let Some(field) = multipart.next_field().await.map_err(field_error)? {
+        match field.name() {
+            Some("image") => {
+                upload.image = field.bytes().await.map_err(field_error)?;
+                has_image = true;
+            }
+            Some(name @ ("model" | "format")) => {
+                let name = name.to_string();
+                let text = field.text().await.map_err(field_error)?;
+                let text = given(&name, &text)?;
+                if name == "model" {
+                    upload.model = text;
+                } else {
+                    upload.format = text;
+                }
+            }
+            // Other fields are ignored, as the service this one replaces did.
+            _ => {}
+        }
+    }
+    if !has_image {
+        return Err(ApiError::missing_field("image"));
+    }
+    if upload.model.is_none() {
+        upload.model = query
+            .model
+            .as_deref()
+            .map(|m| given("model", m))
+            .transpose()?
+            .flatten();
+    }
+    if upload.format.is_none() {
+        upload.format = query
+            .format
+            .as_deref()
+            .map(|f| given("format", f))
+            .transpose()?
+            .flatten();
+    }
+    Ok(upload)
+}
+
+/// The text option `name` as given: without the ASCII white space around it, absent when
+/// empty; 400 beyond [`MAX_TEXT_FIELD`] bytes.
+fn given(name: &str, text: &str) -> Result<Option<String>, ApiError> {
+    if text.len() > MAX_TEXT_FIELD {
+        return Err(ApiError::bad_field(format!(
+            "the '{name}' option is longer than {MAX_TEXT_FIELD} bytes"
+        )));
+    }
+    Ok(Some(text.trim_ascii().to_string()).filter(|t| !t.is_empty()))
 }
 
 impl Upload {
@@ -248,6 +271,65 @@ mod tests {
         let crc = crc32fast::hash(&v[12..]);
         v.extend_from_slice(&crc.to_be_bytes());
         v
+    }
+
+    fn request(query: &str, fields: &[(&str, &[u8])]) -> Request {
+        let b = "b0undary";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+                    .as_bytes(),
+            );
+            body.extend_from_slice(value);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+        axum::http::Request::builder()
+            .method("POST")
+            .uri(format!("/enhance?{query}"))
+            .header("content-type", format!("multipart/form-data; boundary={b}"))
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    }
+
+    fn read(query: &str, fields: &[(&str, &[u8])]) -> Result<Upload, ApiError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(read_upload(request(query, fields), 1000))
+    }
+
+    #[test]
+    fn fields_win_over_the_query_and_options_are_trimmed() {
+        let u = read(
+            "model=q&format=webp",
+            &[("image", b"bytes"), ("model", b" m\t"), ("other", b"x")],
+        )
+        .unwrap();
+        assert_eq!(&u.image[..], b"bytes");
+        assert_eq!(u.model.as_deref(), Some("m"));
+        assert_eq!(u.format.as_deref(), Some("webp"), "from the query");
+        let u = read("model=%20%20", &[("image", b""), ("format", b"")]).unwrap();
+        assert_eq!((u.model, u.format), (None, None), "blank is absent");
+    }
+
+    #[test]
+    fn overlong_options_and_a_missing_image_are_400() {
+        let long = "m".repeat(MAX_TEXT_FIELD + 1);
+        for (query, fields) in [
+            (format!("model={long}"), vec![("image", &b"x"[..])]),
+            (
+                String::new(),
+                vec![("image", &b"x"[..]), ("format", long.as_bytes())],
+            ),
+        ] {
+            let e = read(&query, &fields).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e:?}");
+            assert!(e.message().contains("longer than 256 bytes"), "{e:?}");
+        }
+        let e = read("", &[("model", b"m")]).unwrap_err();
+        assert_eq!(e.code(), "missing_field");
     }
 
     #[test]
