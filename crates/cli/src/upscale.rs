@@ -1,7 +1,10 @@
 //! `superres upscale INPUT... [-o OUT]`: batch upscaling with progress bars.
 //!
-//! One broken file does not stop a batch: it is reported by name and the command exits
-//! non-zero at the end.
+//! Folders are expanded into their images (`-r`: their whole tree, whose structure the
+//! outputs keep under `-o`). One broken file does not stop a batch: it is reported by name,
+//! the batch goes on, a summary ends it (done, skipped, failed, time) and the command exits
+//! non-zero when any file failed. `--skip-existing` leaves files whose output is already
+//! there, so an interrupted batch resumes where it stopped.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,13 +18,31 @@ use superres_imaging::decode::{Limits, decode};
 use superres_imaging::encode::{EncodeOptions, OutputFormat, encode_to};
 use superres_import::{Family, Overrides};
 use superres_upscale::device::{self, DeviceSpec};
-use superres_upscale::{Model, Options, registry, upscale};
+use superres_upscale::{Model, Options, OutputSize, registry, upscale};
 
 #[derive(Parser)]
 pub struct Args {
     /// Image files or folders of images.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
+    /// Also the images in the folders' subfolders; their structure is kept under -o.
+    #[arg(short, long)]
+    recursive: bool,
+    /// Leave an input whose output file already exists (so a batch resumes).
+    #[arg(long)]
+    skip_existing: bool,
+    /// Resample the model's result to this factor of the input (≥ 1, e.g. 2 with a ×4
+    /// model), with Lanczos-3.
+    #[arg(long, conflicts_with_all = ["width", "height"])]
+    outscale: Option<f64>,
+    /// Resample the result to this width (the height keeps the aspect ratio, unless
+    /// --height is given too).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Resample the result to this height (the width keeps the aspect ratio, unless
+    /// --width is given too).
+    #[arg(long)]
+    height: Option<usize>,
     /// Output file (one input) or folder (several inputs or a folder; created if missing).
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -74,50 +95,98 @@ pub struct Args {
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"];
 
-/// Expands folders into their image files (sorted, not recursive).
-fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// One image to process: its path, and where it lies under the folder it was found in (its
+/// file name for a file given as such).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Input {
+    path: PathBuf,
+    relative: PathBuf,
+    /// Found in a folder given as an input.
+    in_folder: bool,
+}
+
+fn is_image(f: &Path) -> bool {
+    f.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Expands folders into their image files, sorted: their own files, or with `recursive`
+/// every file of their tree (symbolic links to folders are not followed, so a link cycle
+/// cannot loop).
+fn expand(inputs: &[PathBuf], recursive: bool) -> anyhow::Result<Vec<Input>> {
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot read folder {}", p.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|f| {
-                    f.is_file()
-                        && f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                            IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-                        })
-                })
-                .collect();
-            found.sort();
+            let mut found = Vec::new();
+            let mut pending = vec![p.clone()];
+            while let Some(dir) = pending.pop() {
+                let entries = std::fs::read_dir(&dir)
+                    .with_context(|| format!("cannot read folder {}", dir.display()))?;
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let kind = entry.file_type().ok();
+                    if kind.is_some_and(|k| k.is_dir()) {
+                        if recursive {
+                            pending.push(path);
+                        }
+                    } else if path.is_file() && is_image(&path) {
+                        let relative = path.strip_prefix(p).unwrap_or(&path).to_path_buf();
+                        found.push(Input {
+                            path,
+                            relative,
+                            in_folder: true,
+                        });
+                    }
+                }
+            }
+            found.sort_by(|a, b| a.relative.cmp(&b.relative));
             files.extend(found);
         } else {
-            files.push(p.clone());
+            let relative = p.file_name().map_or_else(|| p.clone(), PathBuf::from);
+            files.push(Input {
+                path: p.clone(),
+                relative,
+                in_folder: false,
+            });
         }
     }
     Ok(files)
 }
 
+/// The suffix of an output named after its input: `_x4` at the model's scale, `_x2.5` for
+/// `--outscale 2.5`, `_w1920`, `_h1080` or `_1920x1080` for sides.
+fn suffix(size: OutputSize, scale: usize) -> String {
+    match size {
+        OutputSize::Model => format!("_x{scale}"),
+        OutputSize::Scale(f) => format!("_x{f}"),
+        OutputSize::Width(w) => format!("_w{w}"),
+        OutputSize::Height(h) => format!("_h{h}"),
+        OutputSize::Exact(w, h) => format!("_{w}x{h}"),
+    }
+}
+
 /// Where each input's result goes, following the naming contract: one file input and `-o`
-/// names the file; otherwise `-o` is a folder and outputs keep their input's stem.
+/// names the file; otherwise `-o` is a folder and outputs keep their input's stem (and,
+/// for images found in a folder, their place under it); without `-o` each result goes
+/// beside its input with a suffix naming the size.
 fn output_paths(
-    args: &Args,
-    files: &[PathBuf],
-    scale: usize,
+    output: Option<&Path>,
+    files: &[Input],
+    suffix: &str,
     format: Option<OutputFormat>,
 ) -> anyhow::Result<Vec<(PathBuf, OutputFormat)>> {
-    let single = files.len() == 1 && !args.inputs[0].is_dir();
+    let single = files.len() == 1 && !files[0].in_folder;
     let stem = |f: &Path| {
         f.file_stem()
             .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
     };
-    match (&args.output, single) {
+    match (output, single) {
         (Some(out), true) if !out.is_dir() => {
             let fmt = format
                 .or_else(|| OutputFormat::from_path(out))
                 .unwrap_or(OutputFormat::Png);
-            Ok(vec![(out.clone(), fmt)])
+            Ok(vec![(out.to_path_buf(), fmt)])
         }
         (Some(dir), _) => {
             std::fs::create_dir_all(dir)
@@ -125,7 +194,11 @@ fn output_paths(
             let fmt = format.unwrap_or(OutputFormat::Png);
             Ok(files
                 .iter()
-                .map(|f| (dir.join(format!("{}.{}", stem(f), fmt.extension())), fmt))
+                .map(|f| {
+                    let name = format!("{}.{}", stem(&f.relative), fmt.extension());
+                    let place = f.relative.parent().filter(|_| f.in_folder);
+                    (dir.join(place.unwrap_or(Path::new(""))).join(name), fmt)
+                })
                 .collect())
         }
         (None, _) => {
@@ -133,11 +206,9 @@ fn output_paths(
             Ok(files
                 .iter()
                 .map(|f| {
-                    let dir = f.parent().unwrap_or(Path::new("."));
-                    (
-                        dir.join(format!("{}_x{scale}.{}", stem(f), fmt.extension())),
-                        fmt,
-                    )
+                    let dir = f.path.parent().unwrap_or(Path::new("."));
+                    let name = format!("{}{suffix}.{}", stem(&f.path), fmt.extension());
+                    (dir.join(name), fmt)
                 })
                 .collect())
         }
@@ -145,7 +216,10 @@ fn output_paths(
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let files = expand(&args.inputs)?;
+    let started_batch = Instant::now();
+    let size = OutputSize::from_options(args.outscale, args.width, args.height)
+        .map_err(anyhow::Error::msg)?;
+    let files = expand(&args.inputs, args.recursive)?;
     if files.is_empty() {
         bail!("no images found in {:?}", args.inputs);
     }
@@ -168,7 +242,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let model: Model = entry
         .source
         .load(&entry.name, backend.as_ref(), overrides)?;
-    let outputs = output_paths(&args, &files, model.scale(), format)?;
+    let outputs = output_paths(
+        args.output.as_deref(),
+        &files,
+        &suffix(size, model.scale()),
+        format,
+    )?;
     let options = Options {
         tile: args.tile,
         memory_budget: args.memory_budget_mb << 20,
@@ -193,8 +272,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
 
-    let mut failed = Vec::new();
-    for (file, (out, fmt)) in files.iter().zip(&outputs) {
+    let (mut done, mut skipped, mut failed) = (0usize, 0usize, Vec::new());
+    for (input, (out, fmt)) in files.iter().zip(&outputs) {
+        let file = &input.path;
+        if args.skip_existing && out.exists() {
+            bars.suspend(|| println!("{} → {} exists: skipped", file.display(), out.display()));
+            skipped += 1;
+            overall.inc(1);
+            continue;
+        }
         let bar = bars.insert_before(&overall, ProgressBar::new(1));
         bar.set_style(tile_style.clone());
         bar.set_prefix("image");
@@ -207,21 +293,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &model,
             &options,
             &encode_options,
-            args.max_input_side,
-            args.max_output_pixels,
+            FileLimits {
+                max_input_side: args.max_input_side,
+                max_output_pixels: args.max_output_pixels,
+                size,
+            },
             &bar,
         );
         bar.finish_and_clear();
         match result {
             // Printed above the bars, and also when they are hidden (quiet, or not a terminal).
-            Ok((w, h)) => bars.suspend(|| {
-                println!(
-                    "{} → {} ({w}×{h}, {:.2} s)",
-                    file.display(),
-                    out.display(),
-                    started.elapsed().as_secs_f64()
-                )
-            }),
+            Ok((w, h)) => {
+                done += 1;
+                bars.suspend(|| {
+                    println!(
+                        "{} → {} ({w}×{h}, {:.2} s)",
+                        file.display(),
+                        out.display(),
+                        started.elapsed().as_secs_f64()
+                    )
+                })
+            }
             Err(e) => {
                 bars.suspend(|| eprintln!("FAILED {}: {e:#}", file.display()));
                 failed.push(file.clone());
@@ -230,12 +322,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         overall.inc(1);
     }
     overall.finish_and_clear();
+    println!(
+        "{}",
+        summary(
+            done,
+            skipped,
+            failed.len(),
+            started_batch.elapsed().as_secs_f64()
+        )
+    );
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{} of {} images failed", failed.len(), files.len());
+        for f in &failed {
+            eprintln!("failed: {}", f.display());
+        }
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The batch's last line.
+fn summary(done: usize, skipped: usize, failed: usize, secs: f64) -> String {
+    format!("done {done}, skipped {skipped}, failed {failed} in {secs:.1} s")
+}
+
+/// What a file may be and become.
+struct FileLimits {
+    max_input_side: Option<usize>,
+    max_output_pixels: u64,
+    size: OutputSize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -246,21 +361,27 @@ fn process(
     model: &Model,
     options: &Options,
     encode_options: &EncodeOptions,
-    max_input_side: Option<usize>,
-    max_output_pixels: u64,
+    limits: FileLimits,
     bar: &ProgressBar,
 ) -> anyhow::Result<(usize, usize)> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut image = decode(&bytes, &Limits::default())?;
-    if let Some(side) = max_input_side {
+    if let Some(side) = limits.max_input_side {
         image = superres_imaging::resample::downscale_lanczos(&image, side)?;
     }
-    check_output_size(image.width, image.height, model.scale(), max_output_pixels)?;
+    let (w, h, scale) = (image.width, image.height, model.scale());
+    check_output_size(w, h, scale, limits.max_output_pixels)?;
+    let (fw, fh) = limits.size.resolve(w, h, scale);
+    check_final_size(fw, fh, limits.max_output_pixels)?;
     let result = upscale(model, &image, options, &mut |p| {
         bar.set_length(p.tiles_total as u64);
         bar.set_position(p.tiles_done as u64);
         true
     })?;
+    let result = limits.size.apply(result, w, h, scale)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let file =
         std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
     let mut writer = std::io::BufWriter::new(file);
@@ -285,9 +406,67 @@ fn check_output_size(width: usize, height: usize, scale: usize, limit: u64) -> a
     Ok(())
 }
 
+/// Fails when the resampled result of `width × height` would exceed `limit` pixels.
+fn check_final_size(width: usize, height: usize, limit: u64) -> anyhow::Result<()> {
+    let pixels = (width as u64).saturating_mul(height as u64);
+    if pixels > limit {
+        bail!(
+            "the resized result would be {width}x{height} = {pixels} pixels, more than the \
+             limit of {limit} output pixels (--max-output-pixels)"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn input(path: &str, relative: &str, in_folder: bool) -> Input {
+        Input {
+            path: path.into(),
+            relative: relative.into(),
+            in_folder,
+        }
+    }
+
+    #[test]
+    fn outputs_keep_the_tree_under_the_output_folder() {
+        let dir = std::env::temp_dir().join(format!("superres-outputs-{}", std::process::id()));
+        let files = [
+            input("in/a.jpg", "a.jpg", true),
+            input("in/sub/deeper/b.png", "sub/deeper/b.png", true),
+            input("c.webp", "c.webp", false),
+        ];
+        let outs = output_paths(Some(&dir), &files, "_x4", None).unwrap();
+        let names: Vec<PathBuf> = outs
+            .iter()
+            .map(|(p, _)| p.strip_prefix(&dir).unwrap().to_path_buf())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                PathBuf::from("a.png"),
+                "sub/deeper/b.png".into(),
+                "c.png".into()
+            ]
+        );
+        let beside = output_paths(None, &files[..1], "_x2.5", Some(OutputFormat::Webp)).unwrap();
+        assert_eq!(beside[0].0, PathBuf::from("in/a_x2.5.webp"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn suffixes_name_the_size() {
+        assert_eq!(suffix(OutputSize::Model, 4), "_x4");
+        assert_eq!(suffix(OutputSize::Scale(2.0), 4), "_x2");
+        assert_eq!(suffix(OutputSize::Width(1920), 4), "_w1920");
+        assert_eq!(suffix(OutputSize::Exact(8, 6), 4), "_8x6");
+        assert_eq!(
+            summary(3, 1, 2, 1.25),
+            "done 3, skipped 1, failed 2 in 1.2 s"
+        );
+    }
 
     #[test]
     fn the_output_limit_counts_both_sides_times_the_scale() {

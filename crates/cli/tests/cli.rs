@@ -150,6 +150,102 @@ fn a_batch_keeps_going_past_a_broken_file_and_fails_at_the_end() {
 }
 
 #[test]
+fn a_recursive_batch_keeps_the_tree_skips_what_exists_and_sums_up() {
+    let dir = temp_dir("tree");
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(inputs.join("trip/day1")).unwrap();
+    write_png(&inputs.join("top.png"), 4, 3);
+    write_png(&inputs.join("trip/a.png"), 3, 2);
+    write_png(&inputs.join("trip/day1/b.png"), 2, 2);
+    write_png(&inputs.join("trip/day1/done.png"), 2, 2);
+    std::fs::write(inputs.join("trip/broken.png"), b"not really a png").unwrap();
+    std::fs::write(inputs.join("trip/notes.txt"), b"not an image at all").unwrap();
+    let outdir = dir.join("out");
+    std::fs::create_dir_all(outdir.join("trip/day1")).unwrap();
+    std::fs::write(outdir.join("trip/day1/done.png"), b"made before").unwrap();
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&inputs)
+        .args(["-r", "--skip-existing", "--quiet", "-o"])
+        .arg(&outdir)
+        .arg("--model")
+        .arg(fixture_model()));
+    assert!(
+        !out.status.success(),
+        "one file failed, so the exit status is non-zero"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("done 3, skipped 1, failed 1 in "),
+        "the summary: {stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.png"));
+    for (name, (w, h)) in [
+        ("top", (16, 12)),
+        ("trip/a", (12, 8)),
+        ("trip/day1/b", (8, 8)),
+    ] {
+        let img = image::open(outdir.join(format!("{name}.png")))
+            .unwrap_or_else(|e| panic!("{name}.png: {e}"));
+        assert_eq!((img.width(), img.height()), (w, h), "{name}");
+    }
+    assert_eq!(
+        std::fs::read(outdir.join("trip/day1/done.png")).unwrap(),
+        b"made before",
+        "an existing output is left alone"
+    );
+    assert!(!outdir.join("trip/broken.png").exists());
+
+    // Without -r only the folder's own images are taken.
+    let flat = dir.join("flat");
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&inputs)
+        .args(["--quiet", "-o"])
+        .arg(&flat)
+        .arg("--model")
+        .arg(fixture_model()));
+    assert!(out.status.success());
+    assert!(flat.join("top.png").is_file() && !flat.join("trip").exists());
+}
+
+#[test]
+fn outscale_width_and_height_resize_the_result() {
+    let dir = temp_dir("sizes");
+    let input = dir.join("photo.png");
+    write_png(&input, 10, 6);
+    for (args, name, size) in [
+        (vec!["--outscale", "2"], "photo_x2.png", (20, 12)),
+        (vec!["--outscale", "2.5"], "photo_x2.5.png", (25, 15)),
+        (vec!["--width", "50"], "photo_w50.png", (50, 30)),
+        (vec!["--height", "9"], "photo_h9.png", (15, 9)),
+        (
+            vec!["--width", "7", "--height", "7"],
+            "photo_7x7.png",
+            (7, 7),
+        ),
+    ] {
+        let out = run(bin()
+            .arg("upscale")
+            .arg(&input)
+            .args(&args)
+            .arg("--quiet")
+            .arg("--model")
+            .arg(fixture_model()));
+        assert!(out.status.success(), "{args:?}");
+        let img = image::open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((img.width(), img.height()), size, "{args:?}");
+    }
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&input)
+        .args(["--outscale", "0.5", "--quiet", "--model"])
+        .arg(fixture_model()));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outscale must be a number from 1"));
+}
+
+#[test]
 fn unknown_model_name_lists_what_exists() {
     let dir = temp_dir("unknown");
     let input = dir.join("p.png");

@@ -156,16 +156,34 @@ pub fn fit_within(width: usize, height: usize, max_side: usize) -> (usize, usize
 }
 
 /// The image shrunk with Lanczos-3 so that its longer side is at most `max_side` (0: no cap),
-/// see [`fit_within`]. Colour and alpha are filtered together with alpha weighting, so fully
-/// transparent pixels do not bleed their colour into visible ones. Depth, colour kind and
-/// ICC profile are kept. An image that already fits is returned unchanged.
+/// see [`fit_within`]. An image that already fits is returned unchanged. See
+/// [`resize_lanczos`].
 pub fn downscale_lanczos(image: &Image, max_side: usize) -> Result<Image, ImageError> {
-    image.validate()?;
     let (nw, nh) = fit_within(image.width, image.height, max_side);
+    resize_lanczos(image, nw, nh)
+}
+
+/// The image resampled to `width × height` with Lanczos-3, larger or smaller (the
+/// high-quality resampler Real-ESRGAN's `--outscale` uses, OpenCV's `INTER_LANCZOS4` being
+/// its 4-lobe sibling). Colour and alpha are filtered together with alpha weighting, so fully
+/// transparent pixels do not bleed their colour into visible ones. Depth, colour kind and
+/// ICC profile are kept. The same size is returned unchanged.
+pub fn resize_lanczos(image: &Image, width: usize, height: usize) -> Result<Image, ImageError> {
+    image.validate()?;
+    let (nw, nh) = (width, height);
     if (nw, nh) == (image.width, image.height) {
         return Ok(image.clone());
     }
+    if nw == 0 || nh == 0 {
+        return Err(ImageError::unsupported(format!(
+            "cannot resample to {nw}x{nh}: both sides must be at least 1"
+        )));
+    }
     let channels = image.color_kind.channels() + usize::from(image.has_alpha());
+    let elements = nw
+        .checked_mul(nh)
+        .and_then(|n| n.checked_mul(channels))
+        .ok_or_else(|| ImageError::too_large(format!("{nw}x{nh} is too large to resample to")))?;
     let (from, to) = ((image.width, image.height), (nw, nh));
     let premultiply = image.has_alpha();
     let (color, alpha) = if image.is_16bit() {
@@ -175,7 +193,7 @@ pub fn downscale_lanczos(image: &Image, max_side: usize) -> Result<Image, ImageE
             3 => fr::PixelType::U16x3,
             _ => fr::PixelType::U16x4,
         };
-        let mut out = vec![0u16; nw * nh * channels];
+        let mut out = vec![0u16; elements];
         let src = image.interleaved_u16();
         resize_bytes(
             bytemuck::cast_slice(&src),
@@ -194,7 +212,7 @@ pub fn downscale_lanczos(image: &Image, max_side: usize) -> Result<Image, ImageE
             3 => fr::PixelType::U8x3,
             _ => fr::PixelType::U8x4,
         };
-        let mut out = vec![0u8; nw * nh * channels];
+        let mut out = vec![0u8; elements];
         resize_bytes(
             &image.interleaved_u8(),
             &mut out,

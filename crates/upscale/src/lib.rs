@@ -32,10 +32,12 @@ mod family;
 mod model;
 mod pipeline;
 pub mod registry;
+mod size;
 
 pub use family::Family;
 pub use model::{Model, ModelInfo};
 pub use pipeline::{MIN_CORE, Options, Progress, Tiling, upscale};
+pub use size::OutputSize;
 pub use superres_imaging::{ColorKind, Image, Samples};
 
 /// The engine's side of a loaded model: what a caller holds to run models, report on the
