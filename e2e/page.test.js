@@ -45,13 +45,23 @@ test('empty page: model list with scales, upload disabled until a file is chosen
   assert.equal(await page.isDisabled('#submit'), true);
   assert.deepEqual(await page.$$eval('#format option', (os) => os.map((o) => o.value)), ['png', 'jpeg', 'webp']);
   // Every control has a label.
-  for (const id of ['model', 'format', 'zoom', 'split', 'pixelated', 'auto-retry']) {
+  for (const id of ['model', 'format', 'size', 'size-width', 'zoom', 'split', 'pixelated', 'auto-retry']) {
     const labelled = await page.$eval(`#${id}`, (e) => e.labels.length > 0 || !!e.getAttribute('aria-label'));
     assert.ok(labelled, `#${id} has a label`);
   }
   await page.setInputFiles('#file', PHOTO);
   await page.waitForFunction(() => /40×30 → 120×90/.test(document.getElementById('file-info').textContent));
   assert.equal(await page.isDisabled('#submit'), false);
+  // The output size follows the choice: a factor, or a width with the aspect ratio kept.
+  assert.equal(await page.isHidden('#width-field'), true);
+  await page.selectOption('#size', 'x2');
+  await page.waitForFunction(() => /40×30 → 80×60/.test(document.getElementById('file-info').textContent));
+  await page.selectOption('#size', 'width');
+  assert.equal(await page.isVisible('#width-field'), true);
+  await page.fill('#size-width', '100');
+  await page.waitForFunction(() => /40×30 → 100×75/.test(document.getElementById('file-info').textContent));
+  await page.selectOption('#size', '');
+  await page.waitForFunction(() => /40×30 → 120×90/.test(document.getElementById('file-info').textContent));
   assert.deepEqual(page.jsErrors, []);
   await page.close();
 });

@@ -104,6 +104,15 @@ realTest('upload a photo: the result is scale × the input, and the download is 
     assert.equal(bytes.subarray(1, 4).toString(), 'PNG');
     assert.deepEqual(await decodedSize(page, bytes), { width: 40 * scale, height: 30 * scale });
 
+    // Another output size: the server resamples the model's result.
+    await page.selectOption('#size', 'x2');
+    await page.setInputFiles('#file', { name: 'small.png', mimeType: 'image/png', buffer: encodePng(40, 30) });
+    await page.click('#submit');
+    await page.waitForFunction(() => /small_x2\.png/.test(document.getElementById('download').download || ''), null, { timeout: 240000 });
+    const resized = await page.$eval('#after', (i) => ({ width: i.naturalWidth, height: i.naturalHeight }));
+    assert.deepEqual(resized, { width: 80, height: 60 });
+    await page.selectOption('#size', '');
+
     // A photograph for the compare view's screenshot, as WebP.
     const pic = photo();
     await page.selectOption('#format', 'webp');

@@ -11,7 +11,9 @@ static ALLOC: superres_fuzz::BoundedAlloc = superres_fuzz::BoundedAlloc;
 fuzz_target!(|data: &[u8]| {
     let limits = superres_fuzz::image_limits();
     if let Ok(image) = decode(data, &limits) {
-        image.validate().expect("decode returned an inconsistent image");
+        image
+            .validate()
+            .expect("decode returned an inconsistent image");
         assert!((image.width as u64) * (image.height as u64) <= limits.max_pixels);
     }
 });

@@ -7,6 +7,7 @@
   const el = {
     form: $('form'), drop: $('drop'), file: $('file'), fileInfo: $('file-info'), thumb: $('thumb'),
     model: $('model'), format: $('format'), submit: $('submit'),
+    size: $('size'), sizeWidth: $('size-width'), widthField: $('width-field'),
     status: $('status'), statusText: $('status-text'), progress: $('progress'), cancel: $('cancel'),
     error: $('error'), errorTitle: $('error-title'), errorText: $('error-text'), errorDetail: $('error-detail'),
     retryBox: $('retry-box'), retry: $('retry'), autoRetry: $('auto-retry'),
@@ -62,13 +63,45 @@
 
   const EXT = { png: 'png', jpeg: 'jpg', webp: 'webp' };
 
-  /** `photo.jpg` + 3 + `png` → `photo_x3.png`. */
-  function outputName(inputName, scale, format) {
+  /** `photo.jpg` + `_x3` + `png` → `photo_x3.png` (the CLI's names). */
+  function outputName(inputName, suffix, format) {
     const base = (inputName || 'image').replace(/^.*[\\/]/, '');
     const dot = base.lastIndexOf('.');
     const stem = dot > 0 ? base.slice(0, dot) : base;
-    return `${stem || 'image'}_x${scale}.${EXT[format] || format}`;
+    return `${stem || 'image'}${suffix}.${EXT[format] || format}`;
   }
+
+  /** The output size chosen: `{outscale}`, `{width}` or `{}` (the model's scale). */
+  function chosenSize() {
+    const v = el.size.value;
+    if (v.startsWith('x')) return { outscale: Number(v.slice(1)) };
+    if (v === 'width') {
+      const w = Math.round(Number(el.sizeWidth.value));
+      return Number.isFinite(w) && w >= 1 ? { width: w } : {};
+    }
+    return {};
+  }
+
+  /** The result's size for a `w × h` input with the model's `scale` and the chosen size. */
+  function resultSize(w, h, scale, size) {
+    if (size.outscale) return [Math.max(1, Math.round(w * size.outscale)), Math.max(1, Math.round(h * size.outscale))];
+    if (size.width) return [size.width, Math.max(1, Math.round(h * size.width / w))];
+    return [w * scale, h * scale];
+  }
+
+  /** The download name's suffix, as `superres upscale` names its outputs. */
+  function sizeSuffix(size, scale) {
+    if (size.outscale) return `_x${size.outscale}`;
+    if (size.width) return `_w${size.width}`;
+    return `_x${scale}`;
+  }
+
+  function sizeChanged() {
+    el.widthField.hidden = el.size.value !== 'width';
+    updateFileInfo();
+  }
+  el.size.addEventListener('change', sizeChanged);
+  el.sizeWidth.addEventListener('input', updateFileInfo);
 
   function selectedModel() {
     return state.models.find((m) => m.name === el.model.value) || null;
@@ -301,7 +334,10 @@
       const { w, h } = state.inputSize;
       text += `, ${w}×${h}`;
       const m = selectedModel();
-      if (m && m.scale) text += ` → ${w * m.scale}×${h * m.scale}`;
+      if (m && m.scale) {
+        const [ow, oh] = resultSize(w, h, m.scale, chosenSize());
+        text += ` → ${ow}×${oh}`;
+      }
     }
     el.fileInfo.textContent = text;
     el.drop.classList.add('has-file');
@@ -350,8 +386,11 @@
     fd.append('image', state.file, state.file.name);
     if (el.model.value) fd.append('model', el.model.value);
     fd.append('format', el.format.value);
+    const size = chosenSize();
+    if (size.outscale) fd.append('outscale', String(size.outscale));
+    if (size.width) fd.append('width', String(size.width));
     const job = { id: null, events: null, poll: null, done: false,
-      file: state.file, model: selectedModel(), format: el.format.value };
+      file: state.file, model: selectedModel(), format: el.format.value, size };
     state.job = job;
     updateSubmit();
     showStatus(`Uploading ${state.file.name}…`);
@@ -505,7 +544,7 @@
       const input = state.inputSize;
       const scale = job.model && job.model.scale ? job.model.scale
         : input ? Math.round(w / input.w) : 1;
-      const name = outputName(job.file.name, scale, job.format);
+      const name = outputName(job.file.name, sizeSuffix(job.size || {}, scale), job.format);
       el.download.href = state.resultUrl;
       el.download.download = name;
       el.download.textContent = `Download ${name}`;

@@ -119,6 +119,19 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 413: the result resampled to the size asked for would exceed the pixel limit.
+    pub fn resized_too_large(width: u64, height: u64, limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the resized result would be {width}x{height} = {} pixels, more than the \
+                 limit of {limit} output pixels",
+                width.saturating_mul(height)
+            ),
+        )
+    }
+
     /// 413: the upload exceeds the body limit.
     pub fn body_too_large(limit_bytes: usize) -> Self {
         Self::new(

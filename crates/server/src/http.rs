@@ -229,14 +229,22 @@ pub(crate) async fn metrics_text(State(app): State<AppState>) -> impl IntoRespon
 /// Checks an upload and turns it into a job for the queue, owned by the caller's key.
 fn job_request(app: &AppState, caller: &Caller, upload: Upload) -> Result<JobRequest, ApiError> {
     let format = upload.output_format()?;
+    let size = upload.output_size()?;
     let model = app.models.resolve(upload.model.as_deref())?;
     let config = app.queue.config();
     let header = check_header(&upload.image, &config.limits)?;
-    check_request(&header, &model, &config.options, &config.request_limits)?;
+    check_request(
+        &header,
+        &model,
+        &config.options,
+        &config.request_limits,
+        size,
+    )?;
     Ok(JobRequest {
         bytes: upload.image,
         model,
         format,
+        size,
         owner: caller.0.as_ref().map(|k| Owner {
             name: Arc::clone(&k.name),
             max_in_flight: k.max_in_flight,

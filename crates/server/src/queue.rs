@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use serde::Serialize;
 use superres_imaging::{EncodeOptions, Limits, OutputFormat};
-use superres_upscale::{Model, Options};
+use superres_upscale::{Model, Options, OutputSize};
 use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
@@ -106,6 +106,8 @@ pub struct Task {
     pub bytes: Bytes,
     pub model: Model,
     pub format: OutputFormat,
+    /// The result's size (the model's scale unless asked otherwise).
+    pub size: OutputSize,
     pub cancel: Arc<AtomicBool>,
     pub view: Arc<watch::Sender<JobView>>,
     pub queue_wait: Duration,
@@ -116,6 +118,7 @@ pub struct JobRequest {
     pub bytes: Bytes,
     pub model: Model,
     pub format: OutputFormat,
+    pub size: OutputSize,
     /// The API key the job belongs to; `None` on an open service.
     pub owner: Option<Owner>,
 }
@@ -158,7 +161,7 @@ pub struct RequestLimits {
 struct Job {
     view: Arc<watch::Sender<JobView>>,
     /// Present while queued; the worker takes it.
-    input: Option<(Bytes, Model, OutputFormat)>,
+    input: Option<(Bytes, Model, OutputFormat, OutputSize)>,
     cancel: Arc<AtomicBool>,
     outcome: Option<Result<Arc<JobOutput>, ApiError>>,
     enqueued_at: Instant,
@@ -278,7 +281,7 @@ impl JobQueue {
             id.clone(),
             Job {
                 view: Arc::new(tx),
-                input: Some((request.bytes, request.model, request.format)),
+                input: Some((request.bytes, request.model, request.format, request.size)),
                 cancel: Arc::new(AtomicBool::new(false)),
                 outcome: None,
                 enqueued_at: self.config.clock.now(),
@@ -445,7 +448,7 @@ impl JobQueue {
                 let Some(job) = inner.jobs.get_mut(&id) else {
                     continue;
                 };
-                let Some((bytes, model, format)) = job.input.take() else {
+                let Some((bytes, model, format, size)) = job.input.take() else {
                     continue;
                 };
                 let queue_wait = self.config.clock.since(job.enqueued_at);
@@ -458,6 +461,7 @@ impl JobQueue {
                     bytes,
                     model,
                     format,
+                    size,
                     cancel: Arc::clone(&job.cancel),
                     view: Arc::clone(&job.view),
                     queue_wait,

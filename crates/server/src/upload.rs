@@ -1,8 +1,8 @@
 //! The upload extractor: a multipart request into the image bytes and the job's options.
 //!
 //! Where it sits: first in `POST /enhance` and `POST /v1/jobs`. It reads the multipart field
-//! `image` and the optional `model` and `format` (as fields or query parameters; a field
-//! wins), within the body-size limit of the `DefaultBodyLimit` layer. The uploaded file name
+//! `image` and the optional `model`, `format`, `outscale`, `width` and `height` (as fields or
+//! query parameters; a field wins), within the body-size limit of the `DefaultBodyLimit` layer. The uploaded file name
 //! is never used for anything, so a hostile one (`../../etc/passwd`) is harmless.
 //!
 //! [`check_header`] then reads the header only: the format must be one we decode (415
@@ -17,7 +17,7 @@ use axum::extract::{FromRequest, Multipart, Query, Request};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use superres_imaging::{Header, Limits, OutputFormat};
-use superres_upscale::{Model, Options};
+use superres_upscale::{Model, Options, OutputSize};
 
 use crate::error::ApiError;
 use crate::queue::RequestLimits;
@@ -29,6 +29,16 @@ pub struct Upload {
     pub image: Bytes,
     pub model: Option<String>,
     pub format: Option<String>,
+    /// The result's size, as `outscale`, `width` and `height` were given.
+    pub size: SizeOptions,
+}
+
+/// The size options as given (text, checked by [`Upload::output_size`]).
+#[derive(Debug, Default)]
+pub struct SizeOptions {
+    pub outscale: Option<String>,
+    pub width: Option<String>,
+    pub height: Option<String>,
 }
 
 /// The options as query parameters; a form field of the same name wins.
@@ -36,12 +46,25 @@ pub struct Upload {
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// The model to run (see `/v1/models`); the server's default when absent.
+    #[param(max_length = 256)]
     model: Option<String>,
     /// `png` (the default), `jpeg` (or `jpg`) or `webp`, in any case.
     #[param(
         pattern = r"^[ \t\n\f\r]*([Pp][Nn][Gg]|[Jj][Pp][Ee]?[Gg]|[Ww][Ee][Bb][Pp])?[ \t\n\f\r]*$"
     )]
     format: Option<String>,
+    /// Resample the model's result to this factor of the input (1 to 64, e.g. `2` with a
+    /// ×4 model), with Lanczos-3. Not with `width`/`height`.
+    #[param(value_type = Option<f64>, minimum = 1, maximum = 64)]
+    outscale: Option<String>,
+    /// Resample the result to this width; the height keeps the aspect ratio unless
+    /// `height` is given too.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1048576)]
+    width: Option<String>,
+    /// Resample the result to this height; the width keeps the aspect ratio unless `width`
+    /// is given too.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1048576)]
+    height: Option<String>,
 }
 
 /// The multipart form of `POST /enhance` and `POST /v1/jobs`. Other fields are ignored.
@@ -59,6 +82,18 @@ pub struct UploadForm {
         pattern = r"^[ \t\n\f\r]*([Pp][Nn][Gg]|[Jj][Pp][Ee]?[Gg]|[Ww][Ee][Bb][Pp])?[ \t\n\f\r]*$"
     )]
     format: Option<String>,
+    /// Resample the model's result to this factor of the input (1 to 64), with Lanczos-3.
+    /// Not with `width`/`height`.
+    #[schema(minimum = 1, maximum = 64)]
+    outscale: Option<f64>,
+    /// Resample the result to this width (the height keeps the aspect ratio unless `height`
+    /// is given too).
+    #[schema(minimum = 1, maximum = 1048576)]
+    width: Option<u32>,
+    /// Resample the result to this height (the width keeps the aspect ratio unless `width`
+    /// is given too).
+    #[schema(minimum = 1, maximum = 1048576)]
+    height: Option<u32>,
 }
 
 /// Longest accepted value of a text field (`model`, `format`).
@@ -88,6 +123,7 @@ pub async fn read_upload(req: Request, limit_bytes: usize) -> Result<Upload, Api
         image: Bytes::new(),
         model: None,
         format: None,
+        size: SizeOptions::default(),
     };
     let mut has_image = false;
     while let Some(field) = multipart.next_field().await.map_err(field_error)? {
@@ -96,15 +132,11 @@ pub async fn read_upload(req: Request, limit_bytes: usize) -> Result<Upload, Api
                 upload.image = field.bytes().await.map_err(field_error)?;
                 has_image = true;
             }
-            Some(name @ ("model" | "format")) => {
+            Some(name @ ("model" | "format" | "outscale" | "width" | "height")) => {
                 let name = name.to_string();
                 let text = field.text().await.map_err(field_error)?;
                 let text = given(&name, &text)?;
-                if name == "model" {
-                    upload.model = text;
-                } else {
-                    upload.format = text;
-                }
+                *upload.option(&name) = text;
             }
             // Other fields are ignored, as the service this one replaces did.
             _ => {}
@@ -113,21 +145,21 @@ pub async fn read_upload(req: Request, limit_bytes: usize) -> Result<Upload, Api
     if !has_image {
         return Err(ApiError::missing_field("image"));
     }
-    if upload.model.is_none() {
-        upload.model = query
-            .model
-            .as_deref()
-            .map(|m| given("model", m))
-            .transpose()?
-            .flatten();
-    }
-    if upload.format.is_none() {
-        upload.format = query
-            .format
-            .as_deref()
-            .map(|f| given("format", f))
-            .transpose()?
-            .flatten();
+    for (name, value) in [
+        ("model", &query.model),
+        ("format", &query.format),
+        ("outscale", &query.outscale),
+        ("width", &query.width),
+        ("height", &query.height),
+    ] {
+        let option = upload.option(name);
+        if option.is_none() {
+            *option = value
+                .as_deref()
+                .map(|v| given(name, v))
+                .transpose()?
+                .flatten();
+        }
     }
     Ok(upload)
 }
@@ -144,6 +176,52 @@ fn given(name: &str, text: &str) -> Result<Option<String>, ApiError> {
 }
 
 impl Upload {
+    /// The text option `name` (one of the five the extractor reads).
+    fn option(&mut self, name: &str) -> &mut Option<String> {
+        match name {
+            "model" => &mut self.model,
+            "format" => &mut self.format,
+            "outscale" => &mut self.size.outscale,
+            "width" => &mut self.size.width,
+            _ => &mut self.size.height,
+        }
+    }
+
+    /// The result's size asked for; the model's scale when none. 400 naming the option for
+    /// a value that is not a number in range, or `outscale` with a side.
+    pub fn output_size(&self) -> Result<OutputSize, ApiError> {
+        let number = |name: &str, v: &Option<String>| -> Result<Option<f64>, ApiError> {
+            v.as_deref()
+                .map(|t| {
+                    t.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .ok_or_else(|| {
+                            ApiError::bad_field(format!("'{name}' must be a number, not {t:?}"))
+                        })
+                })
+                .transpose()
+        };
+        let side = |name: &str, v: &Option<String>| -> Result<Option<usize>, ApiError> {
+            v.as_deref()
+                .map(|t| {
+                    t.parse::<usize>().map_err(|_| {
+                        ApiError::bad_field(format!(
+                            "'{name}' must be a whole number of pixels, not {t:?}"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let s = &self.size;
+        OutputSize::from_options(
+            number("outscale", &s.outscale)?,
+            side("width", &s.width)?,
+            side("height", &s.height)?,
+        )
+        .map_err(ApiError::bad_field)
+    }
+
     /// The output format asked for; PNG when none.
     pub fn output_format(&self) -> Result<OutputFormat, ApiError> {
         match &self.format {
@@ -212,14 +290,15 @@ pub fn check_request(
     model: &Model,
     options: &Options,
     limits: &RequestLimits,
+    size: OutputSize,
 ) -> Result<Estimate, ApiError> {
     let (w, h, scale) = (
         u64::from(header.width),
         u64::from(header.height),
         model.scale() as u64,
     );
-    let output_pixels = output_pixels(w, h, scale);
-    if output_pixels > limits.max_output_pixels {
+    let model_pixels = output_pixels(w, h, scale);
+    if model_pixels > limits.max_output_pixels {
         return Err(ApiError::output_too_large(
             w,
             h,
@@ -227,6 +306,21 @@ pub fn check_request(
             limits.max_output_pixels,
         ));
     }
+    // A resampled result is held beside the model's, so the larger one counts.
+    let (fw, fh) = size.resolve(
+        header.width as usize,
+        header.height as usize,
+        scale as usize,
+    );
+    let resized_pixels = (fw as u64).saturating_mul(fh as u64);
+    if resized_pixels > limits.max_output_pixels {
+        return Err(ApiError::resized_too_large(
+            fw as u64,
+            fh as u64,
+            limits.max_output_pixels,
+        ));
+    }
+    let output_pixels = model_pixels.max(resized_pixels);
     // The result has the colour channels of the image, or of an RGB model's output.
     let channels =
         header.color_channels.max(model.input_channels()) + usize::from(header.has_alpha);

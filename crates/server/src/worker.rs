@@ -157,6 +157,9 @@ fn run(queue: &JobQueue, upscaler: &dyn Upscaler, task: &Task) -> Result<JobOutp
         }
         Err(e) => return Err(e.into()),
     };
+    let upscaled = task
+        .size
+        .apply(upscaled, image.width, image.height, task.model.scale())?;
     timings.upscale = stage.elapsed();
     metrics::counter!("superres_pixels_processed_total").increment(image.pixel_count() as u64);
 

@@ -737,3 +737,97 @@ async fn a_request_over_the_memory_limit_is_refused_before_it_is_queued() {
     assert_eq!(ready["queued"], 0, "nothing was queued: {ready}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outscale_width_and_height_resize_the_result() {
+    let settings = Settings {
+        max_output_pixels: 2000,
+        ..settings()
+    };
+    let server = start_with_models(settings, vec![tiny_model("m", 2, Family::Rgb)]).await;
+    let http = client();
+    // A 10×6 input through a ×2 model, then resampled.
+    for (query, fields, size) in [
+        ("", vec![("outscale", "1.5")], (15, 9)),
+        ("?width=30", vec![], (30, 18)),
+        ("?height=3", vec![], (5, 3)),
+        ("?outscale=3", vec![("width", "8"), ("height", "4")], (8, 4)),
+    ] {
+        let mut form = image_form(png(10, 6));
+        for (k, v) in &fields {
+            form = form.text(*k, *v);
+        }
+        let form_only = fields.iter().any(|(k, _)| *k != "outscale");
+        let r = http
+            .post(server.url(&format!("/enhance{query}")))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        if form_only {
+            // outscale in the query and sides in the form: the two may not be combined.
+            let (status, code, message) = error_of(r).await;
+            assert_eq!((status, code.as_str()), (400, "bad_field"), "{message}");
+            assert!(message.contains("not both"), "{message}");
+            continue;
+        }
+        assert_eq!(r.status(), 200, "{query} {fields:?}");
+        assert_eq!(
+            png_size(&r.bytes().await.unwrap()),
+            size,
+            "{query} {fields:?}"
+        );
+    }
+    // Through a job, from the query.
+    let r = http
+        .post(server.url("/v1/jobs?width=40"))
+        .multipart(image_form(png(10, 6)))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        wait_for_status(&server, &http, &id, "done").await["status"],
+        "done"
+    );
+    let r = http
+        .get(server.url(&format!("/v1/jobs/{id}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png_size(&r.bytes().await.unwrap()), (40, 24));
+    // Bad values are 400 naming the option; a resized result over the limit is 413.
+    for (query, needle) in [
+        ("?outscale=0.5", "outscale must be a number from 1"),
+        ("?outscale=big", "'outscale' must be a number"),
+        ("?width=-3", "'width' must be a whole number"),
+        ("?height=0", "height must be between 1"),
+    ] {
+        let r = http
+            .post(server.url(&format!("/enhance{query}")))
+            .multipart(image_form(png(10, 6)))
+            .send()
+            .await
+            .unwrap();
+        let (status, code, message) = error_of(r).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "bad_field"),
+            "{query}: {message}"
+        );
+        assert!(message.contains(needle), "{query}: {message}");
+    }
+    let r = http
+        .post(server.url("/enhance?width=100"))
+        .multipart(image_form(png(10, 6)))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, message) = error_of(r).await;
+    assert_eq!(status, 413, "{message}");
+    assert!(message.contains("100x60 = 6000 pixels"), "{message}");
+    server.stop().await;
+}
