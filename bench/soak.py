@@ -40,6 +40,8 @@ copies of `$SUPERRES_SHARED/models/synthetic/EDSR_B2F16_x2.pb` (as `tiny.pb`, x2
 Checks, each a named failure
 ----------------------------
 - `5xx`: any response >= 500, on any request.
+- `result_store`: the result store of the idle server, once every result has expired, is
+  not empty (`superres_result_store_bytes` in `/metrics`);
 - `lost_job`: a job accepted (201/202) that is not seen in a terminal state (done, failed,
   cancelled) within `--job-deadline` seconds, or whose result is missing (404) when done.
 - `bad_output`: an image answer that is not a valid PNG of the expected size and channels.
@@ -1233,6 +1235,12 @@ def run(args, server, live):
         api.call("probe", "GET", "/v1/jobs/0123456789abcdef", timeout=10)
         time.sleep(1)
         idle["after"] = read_proc(server.proc.pid)
+        # Every result has expired or was handed over, so the store must hold nothing.
+        resp = api.call("probe", "GET", "/metrics", timeout=10)
+        text = resp.body.decode("utf-8", "replace") if resp is not None else ""
+        held = [l for l in text.splitlines() if l.startswith("superres_result_store_bytes")]
+        if not held or float(held[0].split()[-1]) != 0:
+            stats.fail("result_store", f"the idle server's result store is not empty: {held or 'no gauge'}")
     shutdown = server.stop(args.exit_timeout)
     return finish(args, report, stats, sampler.samples, duration, interval, idle, shutdown, server)
 

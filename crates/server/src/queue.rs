@@ -166,6 +166,8 @@ struct Job {
     outcome: Option<Result<Arc<JobOutput>, ApiError>>,
     enqueued_at: Instant,
     finished_at: Option<Instant>,
+    /// The queue's count of ended jobs when this one ended: the eviction order.
+    finished_order: u64,
     /// An `/enhance` job whose client went away: forget it as soon as it ends.
     forget_when_done: bool,
     /// The API key's name that made it; only that key sees it.
@@ -286,6 +288,7 @@ impl JobQueue {
                 outcome: None,
                 enqueued_at: self.config.clock.now(),
                 finished_at: None,
+                finished_order: 0,
                 forget_when_done: false,
                 owner: request.owner.map(|o| o.name),
             },
@@ -426,12 +429,23 @@ impl JobQueue {
         }
     }
 
-    /// Removes a finished job and hands its outcome over (`/enhance` keeps no results).
+    /// Removes a finished job and hands its outcome over (`/enhance` keeps no results). Its
+    /// result leaves the store's count with it.
     fn take(&self, id: &str) -> Result<Arc<JobOutput>, ApiError> {
         let mut inner = self.lock();
-        let outcome = inner.jobs.get_mut(id).and_then(|j| j.outcome.take());
-        self.remove(&mut inner, id);
+        let outcome = match inner.jobs.remove(id) {
+            Some(mut job) => {
+                inner.stored_bytes = inner.stored_bytes.saturating_sub(job.result_len());
+                job.outcome.take()
+            }
+            None => None,
+        };
         outcome.unwrap_or_else(|| Err(ApiError::internal("the job ended without an outcome")))
+    }
+
+    /// Bytes of results the store holds now.
+    pub fn stored_bytes(&self) -> usize {
+        self.lock().stored_bytes
     }
 
     fn remove(&self, inner: &mut Inner, id: &str) {
@@ -487,6 +501,7 @@ impl JobQueue {
         let mut inner = self.lock();
         inner.running = inner.running.saturating_sub(1);
         inner.finished += 1;
+        let inner_finished = inner.finished;
         let now = self.config.clock.now();
         if outcome.is_ok() {
             let secs = run_time.as_secs_f64();
@@ -506,6 +521,7 @@ impl JobQueue {
             let error = outcome.as_ref().err().map(|e| e.message().to_string());
             job.outcome = Some(outcome.map(Arc::new));
             job.finished_at = Some(now);
+            job.finished_order = inner_finished;
             let forget = job.forget_when_done;
             job.view.send_modify(|v| {
                 v.status = status;
@@ -546,11 +562,11 @@ impl JobQueue {
         // The newest result is kept even when it alone exceeds the budget: its client has
         // not had a chance to fetch it yet.
         while inner.stored_bytes > self.config.result_store_bytes {
-            let mut stored: Vec<(&String, Option<Instant>)> = inner
+            let mut stored: Vec<(&String, u64)> = inner
                 .jobs
                 .iter()
                 .filter(|(_, j)| j.result_len() > 0)
-                .map(|(id, j)| (id, j.finished_at))
+                .map(|(id, j)| (id, j.finished_order))
                 .collect();
             if stored.len() <= 1 {
                 break;
@@ -662,6 +678,7 @@ fn cancelled() -> ApiError {
 fn publish_depth(inner: &Inner) {
     metrics::gauge!("superres_queue_depth").set(inner.pending.len() as f64);
     metrics::gauge!("superres_jobs_in_flight").set(inner.running as f64);
+    metrics::gauge!("superres_result_store_bytes").set(inner.stored_bytes as f64);
 }
 
 /// The claim of an `/enhance` request on its job. Dropping it before the job ends (the
