@@ -33,12 +33,14 @@ mod model;
 mod pipeline;
 pub mod registry;
 mod size;
+mod tta;
 
 pub use family::Family;
 pub use model::{Model, ModelInfo};
 pub use pipeline::{MIN_CORE, Options, Progress, Tiling, upscale};
 pub use size::OutputSize;
 pub use superres_imaging::{ColorKind, Image, Samples};
+pub use tta::{Dihedral, upscale_tta};
 
 /// The engine's side of a loaded model: what a caller holds to run models, report on the
 /// devices and name the precision, without depending on `superres-engine` itself.
