@@ -72,9 +72,14 @@ pub struct Args {
     /// Output format: png, jpeg or webp. Default: from -o's extension, else png.
     #[arg(long)]
     format: Option<String>,
-    /// JPEG quality (1-100).
-    #[arg(long, default_value_t = 92)]
-    quality: u8,
+    /// Quality of lossy formats (1-100): JPEG [default: 92]; WebP is lossless unless this
+    /// is given.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    quality: Option<u8>,
+    /// Write no metadata: neither the input's EXIF and XMP nor its ICC profile. By default
+    /// they are copied, with the EXIF orientation set upright since it is applied.
+    #[arg(long)]
+    strip_metadata: bool,
     /// Downscale inputs whose longest side exceeds N pixels first (Lanczos). Off by default.
     #[arg(long)]
     max_input_side: Option<usize>,
@@ -257,7 +262,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         memory_budget: args.memory_budget_mb << 20,
     };
     let encode_options = EncodeOptions {
-        jpeg_quality: args.quality,
+        jpeg_quality: args.quality.unwrap_or(92),
+        webp_quality: args.quality,
+        keep_metadata: !args.strip_metadata,
         ..EncodeOptions::default()
     };
 

@@ -651,3 +651,112 @@ fn serve_warns_when_it_is_open_beyond_loopback() {
     assert!(!log.contains("listening"), "{log}");
     assert!(log.contains("cannot read the API key file"), "{log}");
 }
+
+/// A 6×4 JPEG whose EXIF says orientation 6 (view turned 90° clockwise) and Make "Cam".
+fn jpeg_with_exif(path: &Path) {
+    use image::ImageEncoder;
+    let mut exif = b"II*\0".to_vec();
+    exif.extend_from_slice(&8u32.to_le_bytes());
+    exif.extend_from_slice(&2u16.to_le_bytes());
+    for (tag, ty, count, value) in [
+        (0x010Fu16, 2u16, 4u32, *b"Cam\0"),
+        (0x0112, 3, 1, [6, 0, 0, 0]),
+    ] {
+        exif.extend_from_slice(&tag.to_le_bytes());
+        exif.extend_from_slice(&ty.to_le_bytes());
+        exif.extend_from_slice(&count.to_le_bytes());
+        exif.extend_from_slice(&value);
+    }
+    exif.extend_from_slice(&[0; 4]);
+    let pixels: Vec<u8> = (0..6 * 4 * 3).map(|i| (i * 11 % 256) as u8).collect();
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
+    encoder.set_exif_metadata(exif).unwrap();
+    encoder
+        .write_image(&pixels, 6, 4, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    std::fs::write(path, out).unwrap();
+}
+
+fn exif_of(path: &Path, format: image::ImageFormat) -> Option<Vec<u8>> {
+    use image::ImageDecoder;
+    let bytes = std::fs::read(path).unwrap();
+    let mut d = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+        .into_decoder()
+        .unwrap();
+    d.exif_metadata().unwrap()
+}
+
+#[test]
+fn metadata_is_kept_upright_or_stripped_and_webp_quality_makes_it_lossy() {
+    let dir = temp_dir("metadata");
+    let input = dir.join("cam.jpg");
+    jpeg_with_exif(&input);
+    for (name, format) in [
+        ("out.jpg", image::ImageFormat::Jpeg),
+        ("out.png", image::ImageFormat::Png),
+        ("out.webp", image::ImageFormat::WebP),
+    ] {
+        let out = dir.join(name);
+        assert!(
+            run(bin()
+                .arg("upscale")
+                .arg(&input)
+                .arg("-o")
+                .arg(&out)
+                .args(["--quiet", "--model"])
+                .arg(fixture_model()))
+            .status
+            .success()
+        );
+        let img = image::open(&out).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (16, 24),
+            "{name}: turned upright, ×4"
+        );
+        let exif = exif_of(&out, format).unwrap_or_else(|| panic!("{name}: EXIF kept"));
+        let orientation = exif
+            .windows(2)
+            .position(|w| w == [0x12, 0x01])
+            .map(|at| exif[at + 8]);
+        assert_eq!(orientation, Some(1), "{name}: orientation reset to 1");
+        assert!(
+            exif.windows(4).any(|w| w == b"Cam\0"),
+            "{name}: other tags kept"
+        );
+    }
+    let stripped = dir.join("stripped.jpg");
+    assert!(
+        run(bin()
+            .arg("upscale")
+            .arg(&input)
+            .arg("-o")
+            .arg(&stripped)
+            .args(["--quiet", "--strip-metadata", "--model"])
+            .arg(fixture_model()))
+        .status
+        .success()
+    );
+    assert_eq!(exif_of(&stripped, image::ImageFormat::Jpeg), None);
+    // --quality makes WebP lossy: a VP8 (not VP8L) bitstream.
+    let lossy = dir.join("lossy.webp");
+    assert!(
+        run(bin()
+            .arg("upscale")
+            .arg(&input)
+            .arg("-o")
+            .arg(&lossy)
+            .args(["--quiet", "--quality", "80", "--model"])
+            .arg(fixture_model()))
+        .status
+        .success()
+    );
+    let bytes = std::fs::read(&lossy).unwrap();
+    assert!(bytes.windows(4).any(|w| w == b"VP8 "), "a lossy bitstream");
+    assert!(!bytes.windows(4).any(|w| w == b"VP8L"));
+    assert!(
+        exif_of(&lossy, image::ImageFormat::WebP).is_some(),
+        "lossy WebP keeps EXIF"
+    );
+}

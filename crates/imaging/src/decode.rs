@@ -13,7 +13,8 @@
 //! - Every failure is an [`ImageError`]; nothing here panics on any input.
 //!
 //! What the decoded image looks like: EXIF orientation is applied (the pixels are turned
-//! upright, so the output needs no orientation tag), the ICC profile is kept for the encoder,
+//! upright, and the EXIF kept says orientation 1), the ICC profile, EXIF and XMP are kept
+//! for the encoder (see [`crate::metadata`]),
 //! alpha is split into its own plane and dropped when it is fully opaque (it would only be
 //! resampled and written for nothing), and samples are 8- or 16-bit (floating-point TIFFs
 //! are converted to 16-bit, clamped to `[0, 1]`).
@@ -467,7 +468,17 @@ fn decode_as(bytes: &[u8], format: InputFormat, limits: &Limits) -> Result<Image
         .icc_profile()
         .map_err(|e| from_codec(e, name, limits))?
         .filter(|p| !p.is_empty());
-    // A damaged EXIF block only loses the orientation, never the image.
+    // Damaged metadata only loses the metadata, never the image.
+    let exif = decoder
+        .exif_metadata()
+        .ok()
+        .flatten()
+        .and_then(|e| crate::metadata::upright_exif(&e));
+    let xmp = decoder
+        .xmp_metadata()
+        .ok()
+        .flatten()
+        .filter(|x| !x.is_empty());
     let orientation = decoder
         .orientation()
         .unwrap_or(::image::metadata::Orientation::NoTransforms);
@@ -478,6 +489,8 @@ fn decode_as(bytes: &[u8], format: InputFormat, limits: &Limits) -> Result<Image
 
     let mut image = from_dynamic(pixels)?;
     image.icc_profile = icc_profile;
+    image.exif = exif;
+    image.xmp = xmp;
     image.drop_opaque_alpha();
     Ok(image)
 }

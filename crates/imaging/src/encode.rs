@@ -1,8 +1,11 @@
 //! An [`Image`] to the bytes of a PNG, JPEG or WebP file.
 //!
 //! Where it sits in the data path: last. The upscaled image is written in the format the
-//! client asked for, with the input's ICC profile embedded so colours look the same as in the
-//! upload (PNG `iCCP`, JPEG `APP2 ICC_PROFILE`, WebP `ICCP`).
+//! client asked for, with the input's metadata (see [`crate::metadata`]) unless
+//! [`EncodeOptions::keep_metadata`] is off: the ICC profile, so colours look the same as in
+//! the upload (PNG `iCCP`, JPEG `APP2 ICC_PROFILE`, WebP `ICCP`), the EXIF with its
+//! orientation upright (PNG `eXIf`, JPEG `APP1 Exif`, WebP `EXIF`) and the XMP (PNG `iTXt
+//! XML:com.adobe.xmp`, JPEG `APP1`, WebP `XMP `).
 //!
 //! What each format keeps:
 //!
@@ -10,7 +13,13 @@
 //! | --- | --- | --- | --- |
 //! | PNG | 8 or 16 bit, as the image | kept | lossless; [`PngCompression`] trades speed for size |
 //! | JPEG | 8 bit (16-bit rounded to nearest) | dropped: JPEG has none, the colour under transparent pixels shows | [`EncodeOptions::jpeg_quality`] |
-//! | WebP | 8 bit (16-bit rounded to nearest) | kept | always **lossless**: the encoder has no lossy mode, so `jpeg_quality` does not apply |
+//! | WebP | 8 bit (16-bit rounded to nearest) | kept | lossless by default; lossy (libwebp) with [`EncodeOptions::webp_quality`] |
+//!
+//! The codecs: PNG through the `png` crate (its `iTXt` chunks carry XMP, which the `image`
+//! crate's PNG writer cannot); JPEG through `image`; lossless WebP through `image-webp`, whose
+//! writer takes all three kinds of metadata; lossy WebP through `webp` (libwebp, the
+//! reference encoder; no pure-Rust lossy WebP encoder exists), put into an extended
+//! container with the metadata by [`crate::metadata::webp_container`].
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -18,12 +27,11 @@ use std::path::Path;
 use std::str::FromStr;
 
 use ::image::codecs::jpeg::JpegEncoder;
-use ::image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use ::image::codecs::webp::WebPEncoder;
 use ::image::{ExtendedColorType, ImageEncoder};
 
 use crate::error::ImageError;
 use crate::image::{ColorKind, Image, Samples};
+use crate::metadata;
 
 /// A format [`encode`] writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -127,6 +135,11 @@ pub struct EncodeOptions {
     pub jpeg_quality: u8,
     /// PNG compression effort. Default [`PngCompression::Fast`].
     pub png_compression: PngCompression,
+    /// WebP: lossy at this quality (1 to 100, clamped), or lossless when `None` (the
+    /// default).
+    pub webp_quality: Option<u8>,
+    /// Write the image's ICC profile, EXIF and XMP. Default on.
+    pub keep_metadata: bool,
 }
 
 impl Default for EncodeOptions {
@@ -134,6 +147,8 @@ impl Default for EncodeOptions {
         EncodeOptions {
             jpeg_quality: 90,
             png_compression: PngCompression::Fast,
+            webp_quality: None,
+            keep_metadata: true,
         }
     }
 }
@@ -184,43 +199,161 @@ pub fn encode_to(
         )));
     }
     let (w, h) = (image.width as u32, image.height as u32);
-    let result = match format {
-        OutputFormat::Png => {
-            let compression = match opts.png_compression {
-                PngCompression::Fast => CompressionType::Fast,
-                PngCompression::Default => CompressionType::Default,
-                PngCompression::Best => CompressionType::Best,
-            };
-            let mut encoder = PngEncoder::new_with_quality(out, compression, FilterType::Adaptive);
-            set_profile(&mut encoder, image)?;
-            if image.is_16bit() {
-                let bytes: Vec<u8> = image
-                    .interleaved_u16()
-                    .iter()
-                    .flat_map(|v| v.to_ne_bytes())
-                    .collect();
-                encoder.write_image(&bytes, w, h, color_type(image, true))
-            } else {
-                encoder.write_image(&pixels_u8(image, true), w, h, color_type(image, false))
-            }
-        }
+    let meta = Meta::of(image, opts);
+    let failed = |e: String| ImageError::internal(format!("{format} encoding failed: {e}"));
+    match format {
+        OutputFormat::Png => write_png(image, opts, &meta, out).map_err(|e| failed(e.to_string())),
         OutputFormat::Jpeg => {
             let quality = opts.jpeg_quality.clamp(1, 100);
-            let mut encoder = JpegEncoder::new_with_quality(out, quality);
-            set_profile(&mut encoder, image)?;
             let kind = match image.color_kind {
                 ColorKind::Gray => ExtendedColorType::L8,
                 ColorKind::Rgb => ExtendedColorType::Rgb8,
             };
-            encoder.write_image(&pixels_u8(image, false), w, h, kind)
+            let mut bytes = Vec::new();
+            let mut encoder = JpegEncoder::new_with_quality(&mut bytes, quality);
+            if let Some(icc) = meta.icc {
+                encoder
+                    .set_icc_profile(icc.to_vec())
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            if let Some(exif) = meta.exif {
+                encoder
+                    .set_exif_metadata(exif.to_vec())
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            encoder
+                .write_image(&pixels_u8(image, false), w, h, kind)
+                .map_err(|e| failed(e.to_string()))?;
+            // An XMP packet too large for one segment is left out rather than split.
+            if let Some(with) = meta.xmp.and_then(|x| metadata::jpeg_with_xmp(&bytes, x)) {
+                bytes = with;
+            }
+            out.write_all(&bytes).map_err(|e| failed(e.to_string()))
         }
         OutputFormat::Webp => {
-            let mut encoder = WebPEncoder::new_lossless(out);
-            set_profile(&mut encoder, image)?;
-            encoder.write_image(&pixels_u8(image, true), w, h, color_type(image, false))
+            let rgb = match image.color_kind {
+                ColorKind::Rgb => Cow::Borrowed(image),
+                ColorKind::Gray => Cow::Owned(image.gray_to_rgb()),
+            };
+            let pixels = pixels_u8(&rgb, true);
+            let bytes = match opts.webp_quality {
+                None => {
+                    let mut bytes = Vec::new();
+                    let mut encoder = image_webp::WebPEncoder::new(&mut bytes);
+                    if let Some(icc) = meta.icc {
+                        encoder.set_icc_profile(icc.to_vec());
+                    }
+                    if let Some(exif) = meta.exif {
+                        encoder.set_exif_metadata(exif.to_vec());
+                    }
+                    if let Some(xmp) = meta.xmp {
+                        encoder.set_xmp_metadata(xmp.to_vec());
+                    }
+                    let kind = if rgb.has_alpha() {
+                        image_webp::ColorType::Rgba8
+                    } else {
+                        image_webp::ColorType::Rgb8
+                    };
+                    encoder
+                        .encode(&pixels, w, h, kind)
+                        .map_err(|e| failed(e.to_string()))?;
+                    bytes
+                }
+                Some(q) => {
+                    let q = f32::from(q.clamp(1, 100));
+                    let encoder = if rgb.has_alpha() {
+                        webp::Encoder::from_rgba(&pixels, w, h)
+                    } else {
+                        webp::Encoder::from_rgb(&pixels, w, h)
+                    };
+                    let lossy = encoder.encode(q).to_vec();
+                    if meta.is_empty() {
+                        lossy
+                    } else {
+                        let with = metadata::WebpMetadata {
+                            icc: meta.icc,
+                            exif: meta.exif,
+                            xmp: meta.xmp,
+                        };
+                        metadata::webp_container(&lossy, w, h, with).ok_or_else(|| {
+                            failed("libwebp wrote a file that is not a still WebP".into())
+                        })?
+                    }
+                }
+            };
+            out.write_all(&bytes).map_err(|e| failed(e.to_string()))
         }
-    };
-    result.map_err(|e| ImageError::internal(format!("{format} encoding failed: {e}")))
+    }
+}
+
+/// The metadata an encoder writes: the image's, unless the options strip it.
+struct Meta<'a> {
+    icc: Option<&'a [u8]>,
+    exif: Option<&'a [u8]>,
+    xmp: Option<&'a [u8]>,
+}
+
+impl<'a> Meta<'a> {
+    fn of(image: &'a Image, opts: &EncodeOptions) -> Meta<'a> {
+        let keep =
+            |v: &'a Option<Vec<u8>>| v.as_deref().filter(|b| opts.keep_metadata && !b.is_empty());
+        Meta {
+            icc: keep(&image.icc_profile),
+            exif: keep(&image.exif),
+            xmp: keep(&image.xmp),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.icc.is_none() && self.exif.is_none() && self.xmp.is_none()
+    }
+}
+
+/// The `iTXt` keyword under which PNG files carry XMP.
+const PNG_XMP_KEYWORD: &str = "XML:com.adobe.xmp";
+
+fn write_png(
+    image: &Image,
+    opts: &EncodeOptions,
+    meta: &Meta<'_>,
+    out: &mut impl Write,
+) -> Result<(), png::EncodingError> {
+    let mut info = png::Info::with_size(image.width as u32, image.height as u32);
+    info.icc_profile = meta.icc.map(Cow::Borrowed);
+    info.exif_metadata = meta.exif.map(Cow::Borrowed);
+    let mut encoder = png::Encoder::with_info(out, info)?;
+    if let Some(xmp) = meta.xmp {
+        // XMP is UTF-8 XML; a packet that is not is left out rather than mangled.
+        if let Ok(text) = std::str::from_utf8(xmp) {
+            encoder.add_itxt_chunk(PNG_XMP_KEYWORD.into(), text.into())?;
+        }
+    }
+    encoder.set_color(match (image.color_kind, image.has_alpha()) {
+        (ColorKind::Gray, false) => png::ColorType::Grayscale,
+        (ColorKind::Gray, true) => png::ColorType::GrayscaleAlpha,
+        (ColorKind::Rgb, false) => png::ColorType::Rgb,
+        (ColorKind::Rgb, true) => png::ColorType::Rgba,
+    });
+    encoder.set_compression(match opts.png_compression {
+        PngCompression::Fast => png::Compression::Fast,
+        PngCompression::Default => png::Compression::Balanced,
+        PngCompression::Best => png::Compression::High,
+    });
+    encoder.set_filter(png::Filter::Adaptive);
+    if image.is_16bit() {
+        encoder.set_depth(png::BitDepth::Sixteen);
+        let bytes: Vec<u8> = image
+            .interleaved_u16()
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        encoder.write_header()?.write_image_data(&bytes)
+    } else {
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder
+            .write_header()?
+            .write_image_data(&pixels_u8(image, true))
+    }
 }
 
 /// 8-bit samples ready for an encoder: the colour buffer itself when nothing needs
@@ -231,29 +364,6 @@ fn pixels_u8(image: &Image, with_alpha: bool) -> Cow<'_, [u8]> {
         (Samples::U8(v), false) => Cow::Borrowed(v),
         (_, false) => Cow::Owned(image.color.to_u8()),
         (_, true) => Cow::Owned(image.interleaved_u8()),
-    }
-}
-
-fn set_profile(encoder: &mut impl ImageEncoder, image: &Image) -> Result<(), ImageError> {
-    if let Some(profile) = image.icc_profile.as_ref().filter(|p| !p.is_empty()) {
-        encoder
-            .set_icc_profile(profile.clone())
-            .map_err(|e| ImageError::internal(format!("cannot embed the ICC profile: {e}")))?;
-    }
-    Ok(())
-}
-
-fn color_type(image: &Image, sixteen: bool) -> ExtendedColorType {
-    use ExtendedColorType::*;
-    match (image.color_kind, image.has_alpha(), sixteen) {
-        (ColorKind::Gray, false, false) => L8,
-        (ColorKind::Gray, true, false) => La8,
-        (ColorKind::Rgb, false, false) => Rgb8,
-        (ColorKind::Rgb, true, false) => Rgba8,
-        (ColorKind::Gray, false, true) => L16,
-        (ColorKind::Gray, true, true) => La16,
-        (ColorKind::Rgb, false, true) => Rgb16,
-        (ColorKind::Rgb, true, true) => Rgba16,
     }
 }
 

@@ -98,9 +98,26 @@ pub struct Image {
     pub alpha: Option<Samples>,
     /// The embedded ICC colour profile, carried to the output unchanged.
     pub icc_profile: Option<Vec<u8>>,
+    /// The EXIF of the file (the TIFF structure, no `Exif\0\0` prefix), its orientation set
+    /// to 1 since decoding turned the pixels upright (see [`crate::metadata`]).
+    pub exif: Option<Vec<u8>>,
+    /// The XMP packet of the file.
+    pub xmp: Option<Vec<u8>>,
 }
 
 impl Image {
+    /// Takes `other`'s metadata (ICC profile, EXIF, XMP): for a result made from it.
+    pub fn copy_metadata(&mut self, other: &Image) {
+        self.icc_profile.clone_from(&other.icc_profile);
+        self.exif.clone_from(&other.exif);
+        self.xmp.clone_from(&other.xmp);
+    }
+
+    /// Drops the metadata.
+    pub fn strip_metadata(&mut self) {
+        (self.icc_profile, self.exif, self.xmp) = (None, None, None);
+    }
+
     /// An 8-bit image without alpha or profile.
     pub fn from_u8(width: usize, height: usize, color_kind: ColorKind, data: Vec<u8>) -> Self {
         assert_eq!(data.len(), width * height * color_kind.channels());
@@ -111,6 +128,8 @@ impl Image {
             color: Samples::U8(data),
             alpha: None,
             icc_profile: None,
+            exif: None,
+            xmp: None,
         }
     }
 
@@ -137,6 +156,8 @@ impl Image {
             color,
             alpha,
             icc_profile: None,
+            exif: None,
+            xmp: None,
         };
         image.validate()?;
         Ok(image)
@@ -152,6 +173,8 @@ impl Image {
             color: Samples::U16(data),
             alpha: None,
             icc_profile: None,
+            exif: None,
+            xmp: None,
         }
     }
 
@@ -230,6 +253,8 @@ impl Image {
             color: Samples::U8(self.color.to_u8()),
             alpha: self.alpha.as_ref().map(|a| Samples::U8(a.to_u8())),
             icc_profile: self.icc_profile.clone(),
+            exif: self.exif.clone(),
+            xmp: self.xmp.clone(),
             ..*self
         }
     }
@@ -244,6 +269,8 @@ impl Image {
             color: Samples::U16(self.color.to_u16()),
             alpha: self.alpha.as_ref().map(|a| Samples::U16(a.to_u16())),
             icc_profile: self.icc_profile.clone(),
+            exif: self.exif.clone(),
+            xmp: self.xmp.clone(),
             ..*self
         }
     }
@@ -266,6 +293,8 @@ impl Image {
             color,
             alpha: self.alpha.clone(),
             icc_profile: self.icc_profile.clone(),
+            exif: self.exif.clone(),
+            xmp: self.xmp.clone(),
             ..*self
         }
     }

@@ -225,7 +225,7 @@ pub fn resize_lanczos(image: &Image, width: usize, height: usize) -> Result<Imag
         split(out, image.color_kind, premultiply, Samples::U8)
     };
     let mut out = Image::new(nw, nh, image.color_kind, color, alpha)?;
-    out.icc_profile = image.icc_profile.clone();
+    out.copy_metadata(image);
     Ok(out)
 }
 

@@ -328,6 +328,8 @@ fn icc_profile_survives_decode_and_encode() {
     // Without a profile, none is written.
     let bare = Image {
         icc_profile: None,
+        exif: None,
+        xmp: None,
         ..decoded
     };
     let bytes = encode_ok(&bare, OutputFormat::Png, "no profile");
@@ -361,4 +363,177 @@ fn webp_rejects_sides_over_its_limit() {
         .unwrap_or_else(|| panic!("WebP encoded a 16385 px wide image"));
     assert_eq!(e.kind(), superres_imaging::ErrorKind::TooLarge, "{e}");
     assert!(encode(&wide, OutputFormat::Png, &EncodeOptions::default()).is_ok());
+}
+
+/// A little-endian EXIF (TIFF) whose IFD0 holds Make = "Cam" and the orientation.
+fn exif_with(orientation: u16) -> Vec<u8> {
+    let mut t = b"II*\0".to_vec();
+    t.extend_from_slice(&8u32.to_le_bytes());
+    t.extend_from_slice(&2u16.to_le_bytes());
+    // Make: ASCII, 4 bytes inline.
+    t.extend_from_slice(&0x010Fu16.to_le_bytes());
+    t.extend_from_slice(&2u16.to_le_bytes());
+    t.extend_from_slice(&4u32.to_le_bytes());
+    t.extend_from_slice(b"Cam\0");
+    // Orientation: SHORT, 1 value.
+    t.extend_from_slice(&0x0112u16.to_le_bytes());
+    t.extend_from_slice(&3u16.to_le_bytes());
+    t.extend_from_slice(&1u32.to_le_bytes());
+    t.extend_from_slice(&orientation.to_le_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    t
+}
+
+const XMP: &[u8] = br#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="superres test"/></rdf:RDF></x:xmpmeta>"#;
+
+/// A 6×4 JPEG with EXIF (orientation 6: turn 90° clockwise to view), XMP and an ICC profile.
+fn jpeg_with_metadata() -> Vec<u8> {
+    let pixels = gradient(6, 4, ColorKind::Rgb, false, false).color.to_u8();
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
+    encoder.set_icc_profile(fake_icc()).unwrap();
+    encoder.set_exif_metadata(exif_with(6)).unwrap();
+    encoder
+        .write_image(&pixels, 6, 4, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    superres_imaging::metadata::jpeg_with_xmp(&out, XMP).unwrap()
+}
+
+fn metadata_in(bytes: &[u8], format: ImageFormat) -> [Option<Vec<u8>>; 3] {
+    let reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    let mut d = reader.into_decoder().unwrap();
+    [
+        d.icc_profile().unwrap(),
+        d.exif_metadata().unwrap(),
+        d.xmp_metadata().unwrap(),
+    ]
+}
+
+#[test]
+fn exif_xmp_and_icc_survive_into_every_output_format_with_orientation_upright() {
+    use superres_imaging::metadata::exif_orientation;
+    let decoded = decode_ok(&jpeg_with_metadata(), "JPEG with metadata");
+    assert_eq!(
+        (decoded.width, decoded.height),
+        (4, 6),
+        "orientation 6 applied"
+    );
+    let exif = decoded.exif.clone().expect("EXIF kept");
+    assert_eq!(
+        exif_orientation(&exif),
+        Some(1),
+        "the kept EXIF says upright"
+    );
+    assert!(
+        exif.windows(4).any(|w| w == b"Cam\0"),
+        "other tags are kept"
+    );
+    assert_eq!(decoded.xmp.as_deref(), Some(XMP));
+    assert_eq!(decoded.icc_profile.as_deref(), Some(&fake_icc()[..]));
+    let lossy = EncodeOptions {
+        webp_quality: Some(80),
+        ..EncodeOptions::default()
+    };
+    for (format, codec, opts, what) in [
+        (
+            OutputFormat::Png,
+            ImageFormat::Png,
+            EncodeOptions::default(),
+            "PNG",
+        ),
+        (
+            OutputFormat::Jpeg,
+            ImageFormat::Jpeg,
+            EncodeOptions::default(),
+            "JPEG",
+        ),
+        (
+            OutputFormat::Webp,
+            ImageFormat::WebP,
+            EncodeOptions::default(),
+            "lossless WebP",
+        ),
+        (OutputFormat::Webp, ImageFormat::WebP, lossy, "lossy WebP"),
+    ] {
+        let bytes = encode(&decoded, format, &opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let [icc, exif, xmp] = metadata_in(&bytes, codec);
+        assert_eq!(icc.as_deref(), Some(&fake_icc()[..]), "{what}: ICC");
+        let exif = exif.unwrap_or_else(|| panic!("{what}: EXIF missing"));
+        assert_eq!(exif_orientation(&exif), Some(1), "{what}: orientation");
+        assert!(exif.windows(4).any(|w| w == b"Cam\0"), "{what}: Make");
+        assert_eq!(xmp.as_deref(), Some(XMP), "{what}: XMP");
+        // And it reads back upright: no second turn.
+        let again = decode_ok(&bytes, what);
+        assert_eq!((again.width, again.height), (4, 6), "{what}");
+        let stripped = EncodeOptions {
+            keep_metadata: false,
+            ..opts
+        };
+        let bytes = encode(&decoded, format, &stripped).unwrap();
+        assert_eq!(
+            metadata_in(&bytes, codec),
+            [None, None, None],
+            "{what}: stripped"
+        );
+    }
+}
+
+#[test]
+fn lossy_webp_is_smaller_than_lossless_and_close_to_the_image() {
+    // Photo-like: smooth waves and a little noise (a gradient alone compresses losslessly
+    // to almost nothing).
+    let (w, h) = (64usize, 48usize);
+    let mut seed = 12345u32;
+    let mut color = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = (seed >> 28) as f64 - 8.0;
+                let v = 128.0
+                    + 60.0 * (x as f64 * 0.3 + c as f64).sin()
+                    + 40.0 * (y as f64 * 0.17 + x as f64 * 0.05).cos()
+                    + noise;
+                color.push(v.clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    let alpha = (0..w * h).map(|i| (i % 200 + 55) as u8).collect();
+    let img = Image::new(
+        w,
+        h,
+        ColorKind::Rgb,
+        Samples::U8(color),
+        Some(Samples::U8(alpha)),
+    )
+    .unwrap();
+    let lossless = encode(&img, OutputFormat::Webp, &EncodeOptions::default()).unwrap();
+    let opts = EncodeOptions {
+        webp_quality: Some(75),
+        ..EncodeOptions::default()
+    };
+    let lossy = encode(&img, OutputFormat::Webp, &opts).unwrap();
+    assert!(
+        lossy.len() < lossless.len(),
+        "{} vs {}",
+        lossy.len(),
+        lossless.len()
+    );
+    let back = decode_ok(&lossy, "lossy WebP");
+    assert_eq!((back.width, back.height, back.has_alpha()), (64, 48, true));
+    let a = img.color.to_u8();
+    let b = back.color.to_u8();
+    let mse: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    let psnr = 10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10();
+    assert!(psnr > 25.0, "lossy WebP at 75 is a fair copy: {psnr:.1} dB");
+    assert_eq!(
+        decode_ok(&lossless, "lossless WebP").color.to_u8(),
+        a,
+        "lossless is exact"
+    );
 }

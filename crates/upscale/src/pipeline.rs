@@ -194,6 +194,8 @@ pub fn upscale(
         color: out,
         alpha,
         icc_profile: image.icc_profile.clone(),
+        exif: image.exif.clone(),
+        xmp: image.xmp.clone(),
     })
 }
 

@@ -81,6 +81,8 @@ impl Dihedral {
             color: move_plane(&image.color, image.color_kind.channels()),
             alpha: image.alpha.as_ref().map(|a| move_plane(a, 1)),
             icc_profile: image.icc_profile.clone(),
+            exif: image.exif.clone(),
+            xmp: image.xmp.clone(),
         }
     }
 }
