@@ -8,6 +8,7 @@ mod devices;
 mod models;
 mod serve;
 mod upscale;
+mod video;
 
 use clap::{Parser, Subcommand};
 

@@ -31,6 +31,19 @@ pub struct Args {
     /// Leave an input whose output file already exists (so a batch resumes).
     #[arg(long)]
     skip_existing: bool,
+    /// Video: ffmpeg's encoder [default: libx264, libvpx-vp9 for .webm].
+    #[arg(long)]
+    codec: Option<String>,
+    /// Video: the encoder's constant rate factor, lower is better [default: 18 for x264,
+    /// 24 for VP9].
+    #[arg(long)]
+    crf: Option<u8>,
+    /// Video: go on from the segments an interrupted run finished (kept in OUTPUT.parts).
+    #[arg(long)]
+    resume: bool,
+    /// Video: frames per segment, the unit --resume goes on from.
+    #[arg(long, default_value_t = 240, value_parser = clap::value_parser!(u32).range(1..))]
+    segment_frames: u32,
     /// Test-time augmentation: run the model on the 8 flips and quarter turns of each image
     /// and average the results (8 times the work; the README gives the gain).
     #[arg(long)]
@@ -284,8 +297,56 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .progress_chars("=> ");
 
     let (mut done, mut skipped, mut failed) = (0usize, 0usize, Vec::new());
+    let video_run = crate::video::VideoRun {
+        model: &model,
+        options: &options,
+        size,
+        tta: args.tta,
+        video: superres_video::VideoOptions {
+            codec: args.codec.clone(),
+            crf: args.crf,
+            resume: args.resume,
+            segment_frames: args.segment_frames as usize,
+        },
+        quiet: args.quiet,
+    };
     for (input, (out, fmt)) in files.iter().zip(&outputs) {
         let file = &input.path;
+        if !input.in_folder && crate::video::is_video(file) {
+            let out = match &args.output {
+                Some(o) if files.len() == 1 && !o.is_dir() => o.clone(),
+                Some(dir) => dir.join(
+                    crate::video::default_output(file, "")
+                        .file_name()
+                        .unwrap_or_default(),
+                ),
+                None => crate::video::default_output(file, &suffix(size, model.scale())),
+            };
+            if args.skip_existing && out.exists() {
+                println!("{} → {} exists: skipped", file.display(), out.display());
+                skipped += 1;
+                overall.inc(1);
+                continue;
+            }
+            let started = Instant::now();
+            match bars.suspend(|| crate::video::run_video(file, &out, &video_run)) {
+                Ok(what) => {
+                    done += 1;
+                    println!(
+                        "{} → {} ({what}, {:.2} s)",
+                        file.display(),
+                        out.display(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                Err(e) => {
+                    eprintln!("FAILED {}: {e:#}", file.display());
+                    failed.push(file.clone());
+                }
+            }
+            overall.inc(1);
+            continue;
+        }
         if args.skip_existing && out.exists() {
             bars.suspend(|| println!("{} → {} exists: skipped", file.display(), out.display()));
             skipped += 1;

@@ -760,3 +760,196 @@ fn metadata_is_kept_upright_or_stripped_and_webp_quality_makes_it_lossy() {
         "lossy WebP keeps EXIF"
     );
 }
+
+/// Whether ffmpeg can be used; under CI its absence fails the test.
+fn ffmpeg_or_skip() -> bool {
+    let ok = Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
+    assert!(
+        ok || !ci,
+        "CI: ffmpeg is not installed (apt-get install ffmpeg)"
+    );
+    if !ok {
+        eprintln!("SKIPPED: ffmpeg is not installed (apt-get install ffmpeg)");
+    }
+    ok
+}
+
+/// A test clip made by ffmpeg itself: testsrc2 with a sine audio track.
+fn make_clip(path: &Path, w: u32, h: u32, seconds: u32) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={w}x{h}:rate=25:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:duration={seconds}"))
+        .args([
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "making the test clip");
+}
+
+/// `ffprobe` of a file: per stream, codec type, size, frame count and duration.
+fn streams(path: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["streams"].as_array().unwrap().clone()
+}
+
+fn video_stream(path: &Path) -> serde_json::Value {
+    streams(path)
+        .into_iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("a video stream")
+}
+
+#[test]
+fn a_video_keeps_its_frames_rate_duration_and_audio() {
+    if !ffmpeg_or_skip() {
+        return;
+    }
+    let dir = temp_dir("video");
+    let clip = dir.join("clip.mp4");
+    make_clip(&clip, 40, 30, 2);
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&clip)
+        .args(["--quiet", "--model"])
+        .arg(fixture_model()));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("50 frames, 160×120"));
+    let result = dir.join("clip_x4.mp4");
+    let v = video_stream(&result);
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(160), Some(120))
+    );
+    assert_eq!(v["nb_read_frames"], "50", "same frame count");
+    assert_eq!(v["r_frame_rate"], "25/1", "same frame rate");
+    let duration: f64 = v["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - 2.0).abs() < 0.05, "same duration: {duration}");
+    assert!(
+        streams(&result).iter().any(|s| s["codec_type"] == "audio"),
+        "the audio is copied"
+    );
+    assert!(
+        !dir.join("clip_x4.mp4.parts").exists(),
+        "no work files left"
+    );
+    // --outscale applies to every frame.
+    let half = dir.join("half.mkv");
+    let out = run(bin()
+        .arg("upscale")
+        .arg(&clip)
+        .arg("-o")
+        .arg(&half)
+        .args(["--quiet", "--outscale", "2", "--model"])
+        .arg(fixture_model()));
+    assert!(out.status.success());
+    let v = video_stream(&half);
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(80), Some(60))
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn an_interrupted_video_leaves_no_output_and_resumes_from_its_segments() {
+    if !ffmpeg_or_skip() {
+        return;
+    }
+    let dir = temp_dir("resume");
+    let clip = dir.join("long.mp4");
+    make_clip(&clip, 48, 32, 4);
+    let result = dir.join("long_x4.mp4");
+    let parts = dir.join("long_x4.mp4.parts");
+    let args = |cmd: &mut Command| {
+        cmd.arg("upscale")
+            .arg(&clip)
+            .args(["--quiet", "--tta", "--segment-frames", "10", "--model"])
+            .arg(fixture_model());
+    };
+    let mut cmd = bin();
+    args(&mut cmd);
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first segment is finished, Ctrl-C.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !parts.join("seg000000.mkv").is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first segment was never finished"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "an interrupted run fails");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--resume"),
+        "it says how to go on: {stderr}"
+    );
+    assert!(!result.exists(), "nothing under the final name");
+    let kept = std::fs::read_dir(&parts)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "mkv"))
+        .count();
+    assert!((1..10).contains(&kept), "finished segments kept: {kept}");
+
+    let mut cmd = bin();
+    args(&mut cmd);
+    let out = run(cmd.arg("--resume"));
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("100 frames") && stdout.contains("resumed"),
+        "{stdout}"
+    );
+    let v = video_stream(&result);
+    assert_eq!(v["nb_read_frames"], "100", "every frame once");
+    let duration: f64 = v["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - 4.0).abs() < 0.05, "{duration}");
+    assert!(!parts.exists());
+}

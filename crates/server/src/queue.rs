@@ -436,6 +436,7 @@ impl JobQueue {
         let outcome = match inner.jobs.remove(id) {
             Some(mut job) => {
                 inner.stored_bytes = inner.stored_bytes.saturating_sub(job.result_len());
+                publish_store(&inner);
                 job.outcome.take()
             }
             None => None,
@@ -451,6 +452,7 @@ impl JobQueue {
     fn remove(&self, inner: &mut Inner, id: &str) {
         if let Some(job) = inner.jobs.remove(id) {
             inner.stored_bytes = inner.stored_bytes.saturating_sub(job.result_len());
+            publish_store(inner);
         }
     }
 
@@ -678,6 +680,12 @@ fn cancelled() -> ApiError {
 fn publish_depth(inner: &Inner) {
     metrics::gauge!("superres_queue_depth").set(inner.pending.len() as f64);
     metrics::gauge!("superres_jobs_in_flight").set(inner.running as f64);
+    publish_store(inner);
+}
+
+/// The result store's size, published wherever it changes (a sweep on a status request
+/// included, so the gauge is never stale).
+fn publish_store(inner: &Inner) {
     metrics::gauge!("superres_result_store_bytes").set(inner.stored_bytes as f64);
 }
 
