@@ -64,8 +64,9 @@ pub struct Args {
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// A registry name or a path to a .pb / .onnx file.
-    #[arg(short, long, default_value = registry::DEFAULT_MODEL, env = "SUPERRES_MODEL")]
-    model: String,
+    /// [default: the built-in model of --scale, else `default` (×3)]
+    #[arg(short, long, env = "SUPERRES_MODEL")]
+    model: Option<String>,
     /// Folder of named models.
     #[arg(long, env = "SUPERRES_MODELS")]
     models: Option<PathBuf>,
@@ -107,7 +108,8 @@ pub struct Args {
     /// Override the detected pre/post-processing family: edsr, y or rgb.
     #[arg(long)]
     family: Option<Family>,
-    /// Override the detected scale (must agree with the graph).
+    /// Without --model: the built-in model of this scale (2, 3 or 4). With --model:
+    /// override the detected scale (must agree with the graph).
     #[arg(long)]
     scale: Option<usize>,
     /// No progress bars.
@@ -256,10 +258,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("note: {note}");
     }
     let backend = choice.backend;
-    let entry = registry::resolve(&args.model, args.models.as_deref())?;
+    // `--scale N` alone picks the built-in model of that scale; with a model it overrides
+    // the detected scale.
+    let (name, scale) = match (&args.model, args.scale) {
+        (Some(m), s) => (m.clone(), s),
+        (None, Some(s)) => (registry::builtin_for_scale(s)?.to_string(), None),
+        (None, None) => (registry::DEFAULT_MODEL.to_string(), None),
+    };
+    let entry = registry::resolve(&name, args.models.as_deref())?;
     let overrides = Overrides {
         family: args.family,
-        scale: args.scale,
+        scale,
     };
     let model: Model = entry
         .source

@@ -953,3 +953,35 @@ fn an_interrupted_video_leaves_no_output_and_resumes_from_its_segments() {
     assert!((duration - 4.0).abs() < 0.05, "{duration}");
     assert!(!parts.exists());
 }
+
+#[test]
+fn scale_alone_picks_the_built_in_model_of_that_scale() {
+    let dir = temp_dir("builtin-scale");
+    let input = dir.join("small.png");
+    write_png(&input, 6, 5);
+    for (scale, size) in [("3", (18, 15)), ("4", (24, 20))] {
+        let out = dir.join(format!("out{scale}.png"));
+        let r = run(bin()
+            .arg("upscale")
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .args(["--quiet", "--scale", scale]));
+        assert!(r.status.success(), "--scale {scale}");
+        let img = image::open(&out).unwrap();
+        assert_eq!((img.width(), img.height()), size, "--scale {scale}");
+    }
+    let r = run(bin()
+        .arg("upscale")
+        .arg(&input)
+        .args(["--quiet", "--scale", "5"]));
+    assert!(!r.status.success());
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        stderr.contains("no built-in model has scale 5") && stderr.contains("default_x4"),
+        "{stderr}"
+    );
+    let listed = run(bin().args(["models", "list"]));
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(stdout.contains("default_x4"), "{stdout}");
+}

@@ -12,11 +12,36 @@ use superres_import::Overrides;
 
 use crate::{Model, UpscaleError};
 
-/// Models compiled into the binary: `(name, ONNX bytes)`. `default` is our own ×3 Y-channel
-/// network (`models/MODEL_CARD.md`: 68k parameters, Set5 ×3 PSNR-Y 31.06 dB), so a fresh
-/// install upscales offline with no model argument.
-pub const BUILTIN: &[(&str, &[u8])] =
-    &[("default", include_bytes!("../../../models/default_x3.onnx"))];
+/// Models compiled into the binary: `(name, ONNX bytes)`, our own Y-channel networks from
+/// one training pipeline (`models/MODEL_CARD.md`): `default` (×3, Set5 PSNR-Y 31.06 dB),
+/// and `default_x4`, so a fresh install upscales offline at every common scale
+/// with no model argument.
+pub const BUILTIN: &[(&str, &[u8])] = &[
+    ("default", include_bytes!("../../../models/default_x3.onnx")),
+    (
+        "default_x4",
+        include_bytes!("../../../models/default_x4.onnx"),
+    ),
+];
+
+/// The built-in model of each scale, for `--scale N` without `--model`.
+pub const BUILTIN_SCALES: &[(usize, &str)] = &[(3, "default"), (4, "default_x4")];
+
+/// The built-in model of `scale`.
+pub fn builtin_for_scale(scale: usize) -> Result<&'static str, RegistryError> {
+    BUILTIN_SCALES
+        .iter()
+        .find(|(s, _)| *s == scale)
+        .map(|(_, n)| *n)
+        .ok_or_else(|| RegistryError::NoBuiltinScale {
+            scale,
+            known: BUILTIN_SCALES
+                .iter()
+                .map(|(s, n)| format!("×{s} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
 
 /// The name of the model used when none is given.
 pub const DEFAULT_MODEL: &str = "default";
@@ -56,6 +81,10 @@ pub enum RegistryError {
         dir: Option<PathBuf>,
         known: String,
     },
+    #[error(
+        "no built-in model has scale {scale}; the built-in ones are {known}: pass --model for another"
+    )]
+    NoBuiltinScale { scale: usize, known: String },
     #[error("cannot read the models folder {dir}: {source}")]
     Io {
         dir: PathBuf,
