@@ -69,6 +69,13 @@ fuzz_target!(|data: &[u8]| {
             if let Err(e) = upload.output_format() {
                 assert_eq!(e.status(), 400, "{e:?}");
             }
+            match upload.output_size() {
+                Ok(size) => {
+                    // Any accepted size resolves without overflow for any input size.
+                    let _ = size.resolve(65_535, 65_535, 8);
+                }
+                Err(e) => assert_eq!(e.status(), 400, "{e:?}"),
+            }
         }
         Err(e) => assert!(e.status().is_client_error(), "{e:?}"),
     }
