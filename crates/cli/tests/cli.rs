@@ -959,7 +959,7 @@ fn scale_alone_picks_the_built_in_model_of_that_scale() {
     let dir = temp_dir("builtin-scale");
     let input = dir.join("small.png");
     write_png(&input, 6, 5);
-    for (scale, size) in [("3", (18, 15)), ("4", (24, 20))] {
+    for (scale, size) in [("2", (12, 10)), ("3", (18, 15)), ("4", (24, 20))] {
         let out = dir.join(format!("out{scale}.png"));
         let r = run(bin()
             .arg("upscale")
@@ -983,5 +983,8 @@ fn scale_alone_picks_the_built_in_model_of_that_scale() {
     );
     let listed = run(bin().args(["models", "list"]));
     let stdout = String::from_utf8_lossy(&listed.stdout);
-    assert!(stdout.contains("default_x4"), "{stdout}");
+    assert!(
+        stdout.contains("default_x2") && stdout.contains("default_x4"),
+        "{stdout}"
+    );
 }

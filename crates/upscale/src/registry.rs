@@ -14,10 +14,14 @@ use crate::{Model, UpscaleError};
 
 /// Models compiled into the binary: `(name, ONNX bytes)`, our own Y-channel networks from
 /// one training pipeline (`models/MODEL_CARD.md`): `default` (×3, Set5 PSNR-Y 31.06 dB),
-/// and `default_x4`, so a fresh install upscales offline at every common scale
+/// `default_x2` and `default_x4`, so a fresh install upscales offline at every common scale
 /// with no model argument.
 pub const BUILTIN: &[(&str, &[u8])] = &[
     ("default", include_bytes!("../../../models/default_x3.onnx")),
+    (
+        "default_x2",
+        include_bytes!("../../../models/default_x2.onnx"),
+    ),
     (
         "default_x4",
         include_bytes!("../../../models/default_x4.onnx"),
@@ -25,7 +29,8 @@ pub const BUILTIN: &[(&str, &[u8])] = &[
 ];
 
 /// The built-in model of each scale, for `--scale N` without `--model`.
-pub const BUILTIN_SCALES: &[(usize, &str)] = &[(3, "default"), (4, "default_x4")];
+pub const BUILTIN_SCALES: &[(usize, &str)] =
+    &[(2, "default_x2"), (3, "default"), (4, "default_x4")];
 
 /// The built-in model of `scale`.
 pub fn builtin_for_scale(scale: usize) -> Result<&'static str, RegistryError> {
