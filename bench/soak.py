@@ -917,8 +917,13 @@ def judge_growth(samples, duration, interval, max_growth):
         ref = statistics.median(s[i] for s in base) if rule == "median" else max(s[i] for s in base)
         ref, last = (int(v) if float(v).is_integer() else round(v, 1) for v in (ref, statistics.median(s[i] for s in end)))
         g = (last - ref) / ref * 100 if ref else 0.0
-        out[name] = {"warmup_end": ref, "end": last, "growth_pct": round(g, 2),
-                     "ok": g <= max_growth * 100, "rule": f"median(end) vs {rule}(warm-up end)"}
+        # Descriptors and threads are small whole numbers that move by one with a
+        # connection or a pooled blocking thread (tokio keeps one alive for 10 s after
+        # use): one more is within the limit however small the base; a leak grows on.
+        slack = 1 if rule == "max" else 0
+        ok = g <= max_growth * 100 or last - ref <= slack
+        out[name] = {"warmup_end": ref, "end": last, "growth_pct": round(g, 2), "ok": ok,
+                     "rule": f"median(end) vs {rule}(warm-up end)" + (", +1 allowed" if slack else "")}
     return out
 
 
