@@ -9,24 +9,55 @@ use superres_upscale::registry;
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// List the models a server would load: the built-in ones and those in --models DIR.
+    /// List the models a server would load (the built-in ones and those in --models DIR),
+    /// each with its format, family, scale, parameters, cost per pixel and receptive field.
     List {
         #[arg(long, env = "SUPERRES_MODELS")]
         models: Option<PathBuf>,
     },
-    /// Show what a model file contains: family, scale, inputs/outputs, ops, parameters.
-    Inspect { path: PathBuf },
+    /// Show what a model contains: family, scale, inputs/outputs, ops, parameters. MODEL is
+    /// a file or a registry name (`default_x4`).
+    Inspect {
+        #[arg(value_name = "MODEL")]
+        path: PathBuf,
+        #[arg(long, env = "SUPERRES_MODELS")]
+        models: Option<PathBuf>,
+    },
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::List { models } => {
+            println!(
+                "{:<20} {:<6} {:<6} {:>5} {:>10} {:>10} {:>5}  source",
+                "name", "format", "family", "scale", "parameters", "MACs/pixel", "field"
+            );
             for entry in registry::discover(models.as_deref())? {
-                println!("{:<24} {}", entry.name, entry.source);
+                match entry.source.import(Overrides::default()) {
+                    Ok(m) => println!(
+                        "{:<20} {:<6} {:<6} {:>5} {:>10} {:>10.0} {:>5}  {}",
+                        entry.name,
+                        format!("{:?}", m.format).to_lowercase(),
+                        m.family.as_str(),
+                        format!("×{}", m.scale),
+                        m.graph.parameter_count(),
+                        m.graph.macs_per_input_pixel(),
+                        m.graph.receptive_field().margin(),
+                        entry.source
+                    ),
+                    Err(e) => println!("{:<20} cannot be read: {e}  {}", entry.name, entry.source),
+                }
             }
         }
-        Command::Inspect { path } => {
-            let m = superres_import::load(&path, Overrides::default())?;
+        Command::Inspect { path, models } => {
+            let m = if path.is_file() {
+                superres_import::load(&path, Overrides::default())?
+            } else {
+                let name = path.to_string_lossy();
+                registry::resolve(&name, models.as_deref())?
+                    .source
+                    .import(Overrides::default())?
+            };
             let g = &m.graph;
             let rf = g.receptive_field();
             println!("file:             {}", path.display());

@@ -983,8 +983,28 @@ fn scale_alone_picks_the_built_in_model_of_that_scale() {
     );
     let listed = run(bin().args(["models", "list"]));
     let stdout = String::from_utf8_lossy(&listed.stdout);
-    assert!(
-        stdout.contains("default_x2") && stdout.contains("default_x4"),
-        "{stdout}"
-    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} listed: {stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for (name, scale) in [
+        ("default", "×3"),
+        ("default_x2", "×2"),
+        ("default_x4", "×4"),
+    ] {
+        let cols = line(name);
+        assert_eq!(&cols[1..4], ["onnx", "y", scale], "{name}: {cols:?}");
+        assert!(
+            cols[4].parse::<u64>().unwrap() > 60_000,
+            "{name}: parameters {cols:?}"
+        );
+    }
+    let inspected = run(bin().args(["models", "inspect", "default_x2"]));
+    assert!(inspected.status.success());
+    assert!(String::from_utf8_lossy(&inspected.stdout).contains("scale:            2"));
 }

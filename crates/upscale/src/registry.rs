@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use superres_engine::Backend;
-use superres_import::Overrides;
+use superres_import::{ImportedModel, Overrides};
 
 use crate::{Model, UpscaleError};
 
@@ -43,6 +43,23 @@ pub fn builtin_for_scale(scale: usize) -> Result<&'static str, RegistryError> {
             known: BUILTIN_SCALES
                 .iter()
                 .map(|(s, n)| format!("×{s} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// The bytes of the built-in model `key`.
+fn builtin_bytes(key: &str) -> Result<&'static [u8], RegistryError> {
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == key)
+        .map(|(_, b)| *b)
+        .ok_or_else(|| RegistryError::NotFound {
+            name: key.to_string(),
+            dir: None,
+            known: BUILTIN
+                .iter()
+                .map(|(n, _)| *n)
                 .collect::<Vec<_>>()
                 .join(", "),
         })
@@ -99,6 +116,19 @@ pub enum RegistryError {
 }
 
 impl ModelSource {
+    /// Reads the model into the IR, without preparing it for a backend (for `models list`
+    /// and `inspect`).
+    pub fn import(&self, overrides: Overrides) -> Result<ImportedModel, UpscaleError> {
+        match self {
+            ModelSource::Builtin(key) => Ok(superres_import::load_bytes(
+                builtin_bytes(key)?,
+                &format!("builtin:{key}"),
+                overrides,
+            )?),
+            ModelSource::File(path) => Ok(superres_import::load(path, overrides)?),
+        }
+    }
+
     /// Reads and prepares the model on `backend`, named `name`.
     pub fn load(
         &self,
@@ -108,19 +138,7 @@ impl ModelSource {
     ) -> Result<Model, UpscaleError> {
         match self {
             ModelSource::Builtin(key) => {
-                let bytes = BUILTIN
-                    .iter()
-                    .find(|(n, _)| n == key)
-                    .map(|(_, b)| *b)
-                    .ok_or_else(|| RegistryError::NotFound {
-                        name: key.to_string(),
-                        dir: None,
-                        known: BUILTIN
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })?;
+                let bytes = builtin_bytes(key)?;
                 let imported =
                     superres_import::load_bytes(bytes, &format!("builtin:{key}"), overrides)?;
                 Model::prepare(name, "builtin", imported, backend)
