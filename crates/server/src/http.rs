@@ -359,8 +359,8 @@ pub(crate) async fn job_status(
         .ok_or_else(|| ApiError::job_not_found(&id))
 }
 
-/// Cancels a job: a queued one at once, a running one at its next tile; a finished one is
-/// forgotten with its result.
+/// Cancels a job: a queued one at once, a running one at its next tile (both stay readable
+/// as `cancelled` until the result TTL); a finished one is forgotten with its result.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = String, Path, description = "The job's id")),
     security((), ("api_key" = [])),
