@@ -1,6 +1,7 @@
 //! The API contract, attacked: `schemathesis` (PyPI) generates requests from the served
 //! `/openapi.json` (valid ones, invalid ones, and sequences that follow a job) against a
-//! live server, and checks every response against the description: its status is one the
+//! live server, and checks every response against the description (every check but
+//! `use_after_free`, see the command below): its status is one the
 //! operation lists, its body and headers match the schemas, no 5xx, schema-invalid input
 //! is refused and valid input accepted (within `schemathesis.toml`'s statuses).
 //!
@@ -74,6 +75,13 @@ async fn every_response_matches_the_openapi_description() {
                     "--seed",
                     "20261202",
                 ])
+                // `DELETE /v1/jobs/{id}` cancels a job rather than deleting a record: a
+                // queued or running job stays readable as `cancelled` (so a client
+                // following its events sees how it ended) until its TTL, a finished one
+                // is forgotten at once. Which one a generated sequence meets depends on
+                // timing, so this check (every DELETE makes the resource vanish) would
+                // pass or fail by chance. Cancellation is tested in tests/api.rs.
+                .args(["--exclude-checks", "use_after_free"])
                 .args(["--generation-database", "none", "--workers", "2"])
                 .args(["--max-failures", "20"])
                 .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
