@@ -73,10 +73,17 @@ pub struct Args {
     /// MiB; larger get 413 [default: 4096].
     #[arg(long, env = "SUPERRES_MAX_REQUEST_MEMORY_MB")]
     max_request_memory_mb: Option<u64>,
-    /// Largest request body, in MB [default: 50].
+    /// Largest image upload, in MB [default: 50].
     #[arg(long, env = "SUPERRES_MAX_BODY_MB")]
     max_body_mb: Option<usize>,
-    /// Longest one job may run, in seconds [default: 300].
+    /// Largest video upload to /v1/jobs, in MB; 0 refuses videos [default: 1000].
+    #[arg(long, env = "SUPERRES_MAX_VIDEO_MB")]
+    max_video_mb: Option<u64>,
+    /// Where uploaded videos and their results stay while their job lives [default: the
+    /// system's temporary folder].
+    #[arg(long, env = "SUPERRES_VIDEO_DIR", value_name = "DIR")]
+    video_dir: Option<PathBuf>,
+    /// Longest one image (or one video frame) may run, in seconds [default: 300].
     #[arg(long, env = "SUPERRES_JOB_TIMEOUT_SECS")]
     job_timeout_secs: Option<u64>,
     /// Longest a client may take to send its upload, in seconds [default: 60].
@@ -147,6 +154,8 @@ impl Args {
             max_output_pixels: self.max_output_pixels,
             max_request_memory_mb: self.max_request_memory_mb,
             max_body_mb: self.max_body_mb,
+            max_video_mb: self.max_video_mb,
+            video_dir: self.video_dir,
             job_timeout_secs: self.job_timeout_secs,
             upload_timeout_secs: self.upload_timeout_secs,
             result_ttl_secs: self.result_ttl_secs,

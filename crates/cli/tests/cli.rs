@@ -761,74 +761,11 @@ fn metadata_is_kept_upright_or_stripped_and_webp_quality_makes_it_lossy() {
     );
 }
 
-/// Whether ffmpeg can be used; under CI its absence fails the test.
-fn ffmpeg_or_skip() -> bool {
-    let ok = Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
-    assert!(
-        ok || !ci,
-        "CI: ffmpeg is not installed (apt-get install ffmpeg)"
-    );
-    if !ok {
-        eprintln!("SKIPPED: ffmpeg is not installed (apt-get install ffmpeg)");
-    }
-    ok
-}
+use superres_testdata::video::{ffmpeg_or_skip, streams, video_stream};
 
-/// A test clip made by ffmpeg itself: testsrc2 with a sine audio track.
+/// A test clip made by ffmpeg itself: testsrc2 at 25 fps with a sine audio track.
 fn make_clip(path: &Path, w: u32, h: u32, seconds: u32) {
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={w}x{h}:rate=25:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=440:duration={seconds}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
-        .arg(path)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success(), "making the test clip");
-}
-
-/// `ffprobe` of a file: per stream, codec type, size, frame count and duration.
-fn streams(path: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["streams"].as_array().unwrap().clone()
-}
-
-fn video_stream(path: &Path) -> serde_json::Value {
-    streams(path)
-        .into_iter()
-        .find(|s| s["codec_type"] == "video")
-        .expect("a video stream")
+    superres_testdata::video::make_clip(path, w, h, 25, seconds);
 }
 
 #[test]

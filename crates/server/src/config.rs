@@ -107,6 +107,10 @@ config_layer! {
         pub max_output_pixels: Option<u64>,
         pub max_request_memory_mb: Option<u64>,
         pub max_body_mb: Option<usize>,
+        /// Largest video upload in MB; 0 turns video uploads off.
+        pub max_video_mb: Option<u64>,
+        /// Where uploaded videos and their results stay while their job lives.
+        pub video_dir: Option<PathBuf>,
         pub job_timeout_secs: Option<u64>,
         pub upload_timeout_secs: Option<u64>,
         pub result_ttl_secs: Option<u64>,
@@ -207,9 +211,15 @@ pub struct Settings {
     /// Most bytes one request may need: its output image plus the model's peak for the run
     /// size the pipeline would use. Checked before the job is queued.
     pub max_request_memory_bytes: u64,
-    /// Largest request body, in bytes.
+    /// Largest image upload (and request body without a video), in bytes.
     pub max_body_bytes: usize,
-    /// Longest one job may run before it is stopped at its next tile.
+    /// Largest video upload, in bytes; 0: video uploads are refused (415).
+    pub max_video_bytes: u64,
+    /// Parent of the folder where uploaded videos and their results stay while their job
+    /// lives; `None`: the system's temporary folder (`TMPDIR`).
+    pub video_dir: Option<PathBuf>,
+    /// Longest one image (or one frame of a video) may run before its job is stopped at its
+    /// next tile.
     pub job_timeout: Duration,
     /// Longest a client may take to send its request body.
     pub upload_timeout: Duration,
@@ -248,6 +258,8 @@ impl Default for Settings {
             max_output_pixels: 200_000_000,
             max_request_memory_bytes: 4096 << 20,
             max_body_bytes: 50_000_000,
+            max_video_bytes: 1_000_000_000,
+            video_dir: None,
             job_timeout: Duration::from_secs(300),
             upload_timeout: Duration::from_secs(60),
             result_ttl: Duration::from_secs(600),
@@ -286,6 +298,10 @@ impl Settings {
             max_body_bytes: c
                 .max_body_mb
                 .map_or(d.max_body_bytes, |mb| mb.saturating_mul(1_000_000)),
+            max_video_bytes: c
+                .max_video_mb
+                .map_or(d.max_video_bytes, |mb| mb.saturating_mul(1_000_000)),
+            video_dir: c.video_dir,
             job_timeout: c.job_timeout_secs.map_or(d.job_timeout, secs),
             upload_timeout: c.upload_timeout_secs.map_or(d.upload_timeout, secs),
             result_ttl: c.result_ttl_secs.map_or(d.result_ttl, secs),
@@ -366,6 +382,17 @@ mod tests {
         assert_eq!(s.workers, 2);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.max_body_bytes, 50_000_000);
+    }
+
+    #[test]
+    fn video_limits_come_from_the_file_and_zero_turns_videos_off() {
+        let file: ConfigLayer =
+            toml::from_str("max_video_mb = 0\nvideo_dir = \"/srv/video\"").unwrap();
+        let s = Settings::from_layers(ConfigLayer::default(), file).unwrap();
+        assert_eq!(s.max_video_bytes, 0);
+        assert_eq!(s.video_dir.as_deref(), Some(Path::new("/srv/video")));
+        let d = Settings::from_layers(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        assert_eq!((d.max_video_bytes, d.video_dir), (1_000_000_000, None));
     }
 
     #[test]
@@ -534,7 +561,7 @@ mod tests {
             "bind = \"0.0.0.0:1\"\nmodels = \"/m\"\nmodel = \"x\"\ndevice = \"cpu\"\n\
              precision = \"exact\"\nqueue_size = 7\nworkers = 3\nmax_pixels = 11\n\
              max_output_pixels = 12\nmax_request_memory_mb = 13\nmax_body_mb = 14\n\
-             job_timeout_secs = 15\nupload_timeout_secs = 16\nresult_ttl_secs = 17\n\
+             max_video_mb = 23\nvideo_dir = \"/v\"\njob_timeout_secs = 15\nupload_timeout_secs = 16\nresult_ttl_secs = 17\n\
              result_store_mb = 18\ndrain_timeout_secs = 19\ntile = 20\n\
              memory_budget_mb = 21\nlog_format = \"json\"\nadmin_token = \"t\"\n\
              admin_token_file = \"/f\"\napi_keys = \"/k\"\napi_key_max_in_flight = 22",

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,8 +23,9 @@ use axum::{Json, Router, middleware};
 use futures_util::Stream;
 use serde::Serialize;
 use superres_upscale::{DeviceStatus, Precision};
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeFile;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -33,11 +34,12 @@ use utoipa::ToSchema;
 use crate::assets;
 use crate::auth::{Access, Admin, Caller};
 use crate::error::{ApiError, ErrorBody, json_errors};
+use crate::media::{Media, VideoFile};
 use crate::models::ModelRegistry;
 use crate::queue::{JobOutput, JobRequest, JobStatus, JobView, Owner};
 use crate::state::AppState;
 use crate::telemetry::{record_devices, track_requests};
-use crate::upload::{Upload, UploadForm, UploadQuery, check_header, check_request};
+use crate::upload::{InputShape, Upload, UploadForm, UploadQuery, check_header, check_request};
 
 /// The application: every route, with its layers.
 pub fn router(state: AppState) -> Router {
@@ -75,7 +77,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(middleware::from_fn(track_requests))
                 .layer(middleware::map_response(json_errors))
                 .layer(RequestBodyTimeoutLayer::new(limits.upload_timeout))
-                .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+                .layer(DefaultBodyLimit::max(limits.body_limit())),
         )
 }
 
@@ -226,22 +228,49 @@ pub(crate) async fn metrics_text(State(app): State<AppState>) -> impl IntoRespon
     )
 }
 
-/// Checks an upload and turns it into a job for the queue, owned by the caller's key.
-fn job_request(app: &AppState, caller: &Caller, upload: Upload) -> Result<JobRequest, ApiError> {
+/// Checks an upload and turns it into a job for the queue, owned by the caller's key: an
+/// image from its header, a video from what ffprobe says of it (its frames are held to the
+/// limits an image is).
+async fn job_request(
+    app: &AppState,
+    caller: &Caller,
+    upload: Upload,
+) -> Result<JobRequest, ApiError> {
     let format = upload.output_format()?;
     let size = upload.output_size()?;
     let model = app.models.resolve(upload.model.as_deref())?;
     let config = app.queue.config();
-    let header = check_header(&upload.image, &config.limits)?;
+    let shape = match &upload.media {
+        Media::Image(bytes) => InputShape::from(&check_header(bytes, &config.limits)?),
+        Media::Video(file) => {
+            let path = file.path.clone();
+            let probe = tokio::task::spawn_blocking(move || superres_video::probe(&path))
+                .await
+                .map_err(|e| ApiError::internal(format!("the video probe did not finish: {e}")))?
+                .map_err(ApiError::corrupt_video)?;
+            let frame_pixels = (probe.width as u64).saturating_mul(probe.height as u64);
+            if frame_pixels > config.limits.max_pixels {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!(
+                        "the video's frames are {}×{}, more than the limit of {} pixels",
+                        probe.width, probe.height, config.limits.max_pixels
+                    ),
+                ));
+            }
+            InputShape::video_frame(probe.width, probe.height)
+        }
+    };
     check_request(
-        &header,
+        &shape,
         &model,
         &config.options,
         &config.request_limits,
         size,
     )?;
     Ok(JobRequest {
-        bytes: upload.image,
+        media: upload.media,
         model,
         format,
         size,
@@ -284,7 +313,10 @@ pub(crate) async fn enhance(
     caller: Caller,
     upload: Upload,
 ) -> Result<Response, ApiError> {
-    let request = job_request(&app, &caller, upload)?;
+    if matches!(upload.media, Media::Video(_)) {
+        return Err(ApiError::video_needs_job());
+    }
+    let request = job_request(&app, &caller, upload).await?;
     let ticket = app.queue.submit_and_wait(request)?;
     let output = ticket.outcome().await?;
     Ok(image_response(&output))
@@ -324,7 +356,7 @@ pub(crate) async fn create_job(
     caller: Caller,
     upload: Upload,
 ) -> Result<impl IntoResponse, ApiError> {
-    let request = job_request(&app, &caller, upload)?;
+    let request = job_request(&app, &caller, upload).await?;
     let view = app.queue.submit(request)?;
     let location = format!("/v1/jobs/{}", view.id);
     Ok((
@@ -425,33 +457,73 @@ pub(crate) async fn job_events(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// A finished job's image. A failed job answers its own error, with the status it failed with.
+/// A finished job's image or video. A failed job answers its own error, with the status it
+/// failed with. A video is streamed from its file and answers `Range` requests.
 #[utoipa::path(get, path = "/v1/jobs/{id}/result", tag = "jobs",
     params(("id" = String, Path, description = "The job's id")),
     security((), ("api_key" = [])),
     responses(
-        (status = 200, description = "The upscaled image",
-            content(("image/png"), ("image/jpeg"), ("image/webp")),
+        (status = 200, description = "The upscaled image or video",
+            content(("image/png"), ("image/jpeg"), ("image/webp"), ("video/mp4"), ("video/webm"), ("video/x-matroska")),
             headers(
                 ("x-superres-model" = String, description = "The model that made it"),
                 ("server-timing" = String, description = "Milliseconds in queue, decode, upscale, encode"),
             )),
+        (status = 206, description = "The part of a video a `Range` header asked for",
+            content(("video/mp4"), ("video/webm"), ("video/x-matroska"))),
         (status = 401, description = "API keys are required and none was sent", body = ErrorBody),
         (status = 403, description = "The API key is not valid", body = ErrorBody),
         (status = 404, description = "No such job (or another key's, or expired)", body = ErrorBody),
         (status = 409, description = "Not done yet (`not_done`), or cancelled (`cancelled`)", body = ErrorBody),
         (status = 413, description = "The job failed: its image exceeded a limit", body = ErrorBody),
         (status = 415, description = "The job failed: not an image format superres reads", body = ErrorBody),
-        (status = 422, description = "The job failed: the image is damaged", body = ErrorBody),
+        (status = 416, description = "A `Range` outside the video"),
+        (status = 422, description = "The job failed: the image or video is damaged", body = ErrorBody),
         (status = 500, description = "The job failed: the model run failed or took too long", body = ErrorBody),
     ))]
 pub(crate) async fn job_result(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let output = app.queue.result(&id, caller.owner())?;
-    Ok(image_response(&output))
+    match &output.media {
+        Media::Image(_) => Ok(image_response(&output)),
+        Media::Video(file) => video_response(&output, file, headers).await,
+    }
+}
+
+/// A video result from its file, through tower-http's `ServeFile`: ranges, `If-Range`,
+/// `Last-Modified` and `HEAD` as a file server does them.
+async fn video_response(
+    output: &JobOutput,
+    file: &VideoFile,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut request = axum::http::Request::new(axum::body::Body::empty());
+    *request.headers_mut() = headers;
+    let served = ServeFile::new(&file.path)
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError::internal(format!("the video result cannot be read: {e}")))?;
+    if served.status() == StatusCode::NOT_FOUND {
+        // Expired (its folder removed) between the lookup and the read.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+            "the video result is gone (expired)",
+        ));
+    }
+    let mut response = served.map(axum::body::Body::new);
+    if response.status().is_success() {
+        let content_type = HeaderValue::from_static(output.format.content_type());
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+        describe_result(&mut response, output);
+    }
+    Ok(response)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -545,17 +617,29 @@ fn image_response(output: &JobOutput) -> Response {
         ms(t.upscale),
         ms(t.encode)
     );
+    let bytes = match &output.media {
+        Media::Image(bytes) => bytes.clone(),
+        Media::Video(_) => Default::default(),
+    };
     let mut response = (
         [(header::CONTENT_TYPE, output.format.content_type())],
-        output.bytes.clone(),
+        bytes,
     )
         .into_response();
+    if let Ok(v) = HeaderValue::from_str(&timing) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("server-timing"), v);
+    }
+    describe_result(&mut response, output);
+    response
+}
+
+/// The headers every result carries: the model that made it and a download name.
+fn describe_result(response: &mut Response, output: &JobOutput) {
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&output.model) {
         headers.insert(HeaderName::from_static("x-superres-model"), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&timing) {
-        headers.insert(HeaderName::from_static("server-timing"), v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!(
         "inline; filename=\"upscaled.{}\"",
@@ -563,5 +647,4 @@ fn image_response(output: &JobOutput) -> Response {
     )) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    response
 }

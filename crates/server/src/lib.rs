@@ -10,6 +10,7 @@
 //! - [`openapi`]: the OpenAPI 3.1 description, derived from the handlers, at `/openapi.json`.
 //! - [`upload`]: the multipart extractor and the header check that refuses non-images and
 //!   oversized images before they queue.
+//! - [`media`]: what a job carries: an image in memory or a video in a folder of its own.
 //! - [`models`]: the loaded models, swapped atomically on reload.
 //! - [`queue`]: the bounded job queue, job states, results with a time-to-live.
 //! - [`worker`]: the inference threads (never the async runtime) and the [`Upscaler`] seam.
@@ -38,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod media;
 pub mod models;
 pub mod openapi;
 pub mod queue;

@@ -19,21 +19,22 @@
 //!   made it ([`JobRequest::owner`]): it counts against that key's limit of jobs in flight
 //!   while queued or running, and another key asking for it is told it does not exist.
 //! - **Bounded memory for results.** Finished jobs are kept for a time-to-live, and results
-//!   beyond a total byte budget are evicted, oldest first.
+//!   beyond a total byte budget are evicted, oldest first. A video's result is a file
+//!   ([`crate::media`]): it counts against no memory budget and goes with its job.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use serde::Serialize;
-use superres_imaging::{EncodeOptions, Limits, OutputFormat};
+use superres_imaging::{EncodeOptions, Limits};
 use superres_upscale::{Model, Options, OutputSize};
 use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::media::{Format, Media, MediaKind};
 
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -78,6 +79,13 @@ pub struct JobView {
     pub error: Option<String>,
     /// The model the job runs on.
     pub model: String,
+    /// `image` or `video`.
+    pub kind: MediaKind,
+    /// A video's frames upscaled so far; `null` for an image.
+    pub frames_done: Option<u64>,
+    /// A video's frame count, when its container says (or its duration and rate do);
+    /// `null` for an image.
+    pub frames_total: Option<u64>,
 }
 
 /// How long each stage of a job took, for the `Server-Timing` header.
@@ -92,8 +100,9 @@ pub struct Timings {
 /// A finished job's result.
 #[derive(Clone, Debug)]
 pub struct JobOutput {
-    pub bytes: Bytes,
-    pub format: OutputFormat,
+    /// The image's bytes, or the video's file.
+    pub media: Media,
+    pub format: Format,
     pub model: String,
     pub width: usize,
     pub height: usize,
@@ -103,9 +112,9 @@ pub struct JobOutput {
 /// An accepted image waiting for (or being run by) a worker.
 pub struct Task {
     pub id: String,
-    pub bytes: Bytes,
+    pub media: Media,
     pub model: Model,
-    pub format: OutputFormat,
+    pub format: Format,
     /// The result's size (the model's scale unless asked otherwise).
     pub size: OutputSize,
     pub cancel: Arc<AtomicBool>,
@@ -115,9 +124,9 @@ pub struct Task {
 
 /// What a handler asks the queue to run.
 pub struct JobRequest {
-    pub bytes: Bytes,
+    pub media: Media,
     pub model: Model,
-    pub format: OutputFormat,
+    pub format: Format,
     pub size: OutputSize,
     /// The API key the job belongs to; `None` on an open service.
     pub owner: Option<Owner>,
@@ -161,7 +170,7 @@ pub struct RequestLimits {
 struct Job {
     view: Arc<watch::Sender<JobView>>,
     /// Present while queued; the worker takes it.
-    input: Option<(Bytes, Model, OutputFormat, OutputSize)>,
+    input: Option<(Media, Model, Format, OutputSize)>,
     cancel: Arc<AtomicBool>,
     outcome: Option<Result<Arc<JobOutput>, ApiError>>,
     enqueued_at: Instant,
@@ -186,7 +195,7 @@ impl Job {
 
     fn result_len(&self) -> usize {
         match &self.outcome {
-            Some(Ok(out)) => out.bytes.len(),
+            Some(Ok(out)) => out.media.memory_bytes(),
             _ => 0,
         }
     }
@@ -277,13 +286,16 @@ impl JobQueue {
             position: Some(inner.pending.len()),
             error: None,
             model: request.model.name().to_string(),
+            kind: request.media.kind(),
+            frames_done: None,
+            frames_total: None,
         };
         let (tx, _) = watch::channel(view.clone());
         inner.jobs.insert(
             id.clone(),
             Job {
                 view: Arc::new(tx),
-                input: Some((request.bytes, request.model, request.format, request.size)),
+                input: Some((request.media, request.model, request.format, request.size)),
                 cancel: Arc::new(AtomicBool::new(false)),
                 outcome: None,
                 enqueued_at: self.config.clock.now(),
@@ -464,7 +476,7 @@ impl JobQueue {
                 let Some(job) = inner.jobs.get_mut(&id) else {
                     continue;
                 };
-                let Some((bytes, model, format, size)) = job.input.take() else {
+                let Some((media, model, format, size)) = job.input.take() else {
                     continue;
                 };
                 let queue_wait = self.config.clock.since(job.enqueued_at);
@@ -474,7 +486,7 @@ impl JobQueue {
                 });
                 let task = Task {
                     id: id.clone(),
-                    bytes,
+                    media,
                     model,
                     format,
                     size,
@@ -518,7 +530,7 @@ impl JobQueue {
             Err(_) => JobStatus::Failed,
         };
         metrics::counter!("superres_jobs_total", "status" => status.as_str()).increment(1);
-        let stored = outcome.as_ref().map_or(0, |o| o.bytes.len());
+        let stored = outcome.as_ref().map_or(0, |o| o.media.memory_bytes());
         if let Some(job) = inner.jobs.get_mut(id) {
             let error = outcome.as_ref().err().map(|e| e.message().to_string());
             job.outcome = Some(outcome.map(Arc::new));

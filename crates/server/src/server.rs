@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::auth::{Access, KeyFile};
 use crate::config::Settings;
 use crate::http::{FullReload, reload_all, router};
+use crate::media::VideoUploads;
 use crate::models::{ModelRegistry, ModelSetup};
 use crate::queue::{JobQueue, QueueConfig, RequestLimits};
 use crate::state::{AppState, HttpLimits};
@@ -40,6 +41,8 @@ pub enum ServerError {
     },
     #[error("{0}")]
     Keys(String),
+    #[error("cannot make the folder for video uploads: {0}")]
+    Videos(#[source] std::io::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
     #[error("the server failed: {0}")]
@@ -237,15 +240,22 @@ impl Server {
                 }
             });
         }
+        let videos = (settings.max_video_bytes > 0)
+            .then(|| VideoUploads::new(settings.video_dir.as_deref(), settings.max_video_bytes))
+            .transpose()
+            .map_err(ServerError::Videos)?
+            .map(Arc::new);
         let state = AppState {
             queue,
             models: registry,
             metrics: telemetry::prometheus(),
             http: HttpLimits {
                 max_body_bytes: settings.max_body_bytes,
+                max_video_bytes: settings.max_video_bytes,
                 upload_timeout: settings.upload_timeout,
             },
             access,
+            videos,
         };
         let (shutdown, _) = watch::channel(false);
         Ok(Server {

@@ -12,6 +12,7 @@ use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Access;
+use crate::media::VideoUploads;
 use crate::models::ModelRegistry;
 use crate::queue::JobQueue;
 
@@ -24,13 +25,32 @@ pub struct AppState {
     pub http: HttpLimits,
     /// The admin token and the API keys.
     pub access: Arc<Access>,
+    /// Where video uploads go; `None` when they are turned off (`--max-video-mb 0`).
+    pub videos: Option<Arc<VideoUploads>>,
 }
 
 /// Limits the router enforces with layers.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpLimits {
+    /// Largest image upload.
     pub max_body_bytes: usize,
+    /// Largest video upload; 0 when they are turned off.
+    pub max_video_bytes: u64,
     pub upload_timeout: Duration,
+}
+
+/// Room in a request body for the multipart framing and the text fields around an upload.
+const FORM_OVERHEAD_BYTES: usize = 1 << 20;
+
+impl HttpLimits {
+    /// The router's limit on a whole request body: room for the largest upload of either
+    /// kind and its form. The extractor holds each upload to its own limit as it arrives.
+    pub fn body_limit(&self) -> usize {
+        let video = usize::try_from(self.max_video_bytes).unwrap_or(usize::MAX);
+        self.max_body_bytes
+            .max(video)
+            .saturating_add(FORM_OVERHEAD_BYTES)
+    }
 }
 
 /// The access rules, for the [`Admin`](crate::auth::Admin) and

@@ -11,6 +11,7 @@ use common::tiny_model;
 use superres_imaging::{EncodeOptions, Limits, OutputFormat};
 use superres_import::Family;
 use superres_server::Clock;
+use superres_server::media::{Format, Media};
 use superres_server::queue::{
     JobOutput, JobQueue, JobRequest, JobStatus, QueueConfig, RequestLimits, Timings,
 };
@@ -36,9 +37,9 @@ fn queue(clock: Clock, result_store_bytes: usize) -> Arc<JobQueue> {
 
 fn request() -> JobRequest {
     JobRequest {
-        bytes: Bytes::from_static(b"an image"),
+        media: Media::Image(Bytes::from_static(b"an image")),
         model: tiny_model("m", 2, Family::Rgb),
-        format: OutputFormat::Png,
+        format: Format::Image(OutputFormat::Png),
         size: OutputSize::Model,
         owner: None,
     }
@@ -48,8 +49,8 @@ fn request() -> JobRequest {
 fn work(q: &JobQueue, len: usize) -> String {
     let task = q.next_task().expect("a job to run");
     let output = JobOutput {
-        bytes: Bytes::from(vec![7u8; len]),
-        format: OutputFormat::Png,
+        media: Media::Image(Bytes::from(vec![7u8; len])),
+        format: Format::Image(OutputFormat::Png),
         model: "m".into(),
         width: 1,
         height: 1,
@@ -65,7 +66,7 @@ async fn enhance_results_leave_the_store_when_they_are_handed_over() {
     for _ in 0..50 {
         let ticket = q.submit_and_wait(request()).unwrap();
         work(&q, 1000);
-        assert_eq!(ticket.outcome().await.unwrap().bytes.len(), 1000);
+        assert_eq!(ticket.outcome().await.unwrap().media.memory_bytes(), 1000);
         assert_eq!(q.stored_bytes(), 0, "an /enhance result is not kept");
     }
     // So the store's whole budget is there for jobs: nine results of 1000 bytes fit.

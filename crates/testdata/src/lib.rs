@@ -8,7 +8,10 @@
 //!   the assets cannot pass.
 //!
 //! A test that needs the assets calls [`shared_dir`] (or [`shared_or_skip!`]) and returns
-//! early when it is `None`; the skip is printed so it is never silent.
+//! early when it is `None`; the skip is printed so it is never silent. [`video`] makes test
+//! clips with ffmpeg, under the same rule.
+
+pub mod video;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

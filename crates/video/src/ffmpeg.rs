@@ -316,7 +316,7 @@ fn seconds(frame: u64, fps: (u64, u64)) -> String {
 
 /// Upscales the video `input` into `output`, calling `frame` on every frame (an RGB
 /// image; it answers the upscaled one, all of one size) and `progress(done, expected)`
-/// after each. `progress` answering `false` cancels: the finished segments stay for a
+/// before the first and after each. `progress` answering `false` cancels: the finished segments stay for a
 /// resume, no output is written.
 pub fn upscale_video(
     input: &Path,
@@ -333,6 +333,10 @@ pub fn upscale_video(
     }
     std::fs::create_dir_all(&parts).map_err(io(format!("cannot create {}", parts.display())))?;
     let expected = info.expected_frames();
+    // The count is known before the first frame is.
+    if !progress(0, expected) {
+        return Err(VideoError::Cancelled);
+    }
     let per = options.segment_frames.max(1) as u64;
     let mut done = 0u64;
     let mut resumed = 0u64;

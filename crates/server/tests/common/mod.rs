@@ -326,6 +326,23 @@ pub async fn wait_for_status_as(
     wanted: &str,
     key: Option<&str>,
 ) -> serde_json::Value {
+    let mut events = events_until(server, http, id, key, |view| {
+        let status = view["status"].as_str().unwrap_or_default();
+        status == wanted || matches!(status, "done" | "failed" | "cancelled")
+    })
+    .await;
+    events.pop().expect("at least one event")
+}
+
+/// Every event of the job's stream up to and including the first that `stop` accepts (or
+/// that ends the job). Fails after [`STATE_BOUND`].
+pub async fn events_until(
+    server: &TestServer,
+    http: &reqwest::Client,
+    id: &str,
+    key: Option<&str>,
+    mut stop: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
     use futures_util::StreamExt;
     let mut request = http.get(server.url(&format!("/v1/jobs/{id}/events")));
     if let Some(key) = key {
@@ -335,13 +352,14 @@ pub async fn wait_for_status_as(
     assert_eq!(r.status(), 200, "events of job {id}");
     let mut body = r.bytes_stream();
     let mut pending = String::new();
+    let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + STATE_BOUND;
     loop {
         let chunk = tokio::time::timeout_at(deadline, body.next())
             .await
-            .unwrap_or_else(|_| panic!("waited {STATE_BOUND:?} for job {id} to be {wanted}"));
+            .unwrap_or_else(|_| panic!("waited {STATE_BOUND:?} on the events of job {id}"));
         let Some(chunk) = chunk else {
-            panic!("the events of job {id} ended before it was {wanted}");
+            panic!("the events of job {id} ended before the one waited for: {events:?}");
         };
         pending.push_str(&String::from_utf8_lossy(&chunk.expect("an event chunk")));
         while let Some(end) = pending.find('\n') {
@@ -351,9 +369,11 @@ pub async fn wait_for_status_as(
             };
             let view: serde_json::Value =
                 serde_json::from_str(data.trim()).expect("an event is a job view");
-            let status = view["status"].as_str().unwrap_or_default();
-            if status == wanted || matches!(status, "done" | "failed" | "cancelled") {
-                return view;
+            let status = view["status"].as_str().unwrap_or_default().to_string();
+            let last = stop(&view) || matches!(status.as_str(), "done" | "failed" | "cancelled");
+            events.push(view);
+            if last {
+                return events;
             }
         }
     }
