@@ -11,6 +11,7 @@
 //! (prost derives, no protoc at build time), holding only the fields we read.
 
 pub mod onnx;
+pub mod pytorch;
 pub mod tf;
 
 use std::path::Path;
@@ -58,6 +59,8 @@ impl std::str::FromStr for Family {
 pub enum Format {
     TensorFlow,
     Onnx,
+    /// A PyTorch state dict: a torch.save `.pth` zip or a `.safetensors` file.
+    PyTorch,
 }
 
 /// A model read from a file, ready to be prepared on a backend.
@@ -85,7 +88,7 @@ pub enum ImportError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}: not a TensorFlow GraphDef or ONNX model ({reason})")]
+    #[error("{file}: not a TensorFlow GraphDef, ONNX or PyTorch model ({reason})")]
     UnknownFormat { file: String, reason: String },
     #[error("{file}: corrupt {format} file: {reason}")]
     Corrupt {
@@ -110,7 +113,7 @@ pub enum ImportError {
     InvalidModel { file: String, message: String },
 }
 
-/// Reads a `.pb` or `.onnx` model from disk; the format is recognised by content.
+/// Reads a `.pb`, `.onnx`, `.pth` or `.safetensors` model from disk; the format is recognised by content.
 pub fn load(path: &Path, overrides: Overrides) -> Result<ImportedModel, ImportError> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
@@ -141,6 +144,7 @@ pub fn import_unoptimized(bytes: &[u8], file: &str) -> Result<(Format, Graph), I
     match detect_format(bytes) {
         Ok(Format::TensorFlow) => Ok((Format::TensorFlow, tf::import(bytes, file)?)),
         Ok(Format::Onnx) => Ok((Format::Onnx, onnx::import(bytes, file)?)),
+        Ok(Format::PyTorch) => Ok((Format::PyTorch, pytorch::import(bytes, file)?)),
         Err(reason) => Err(ImportError::UnknownFormat {
             file: file.to_string(),
             reason,
@@ -148,7 +152,7 @@ pub fn import_unoptimized(bytes: &[u8], file: &str) -> Result<(Format, Graph), I
     }
 }
 
-fn graph_error(file: &str, e: superres_graph::GraphError) -> ImportError {
+pub(crate) fn graph_error(file: &str, e: superres_graph::GraphError) -> ImportError {
     let superres_graph::GraphError::Invalid { node, op, message } = e;
     ImportError::InvalidNode {
         file: file.to_string(),
@@ -183,7 +187,7 @@ pub fn describe(
     let detected = match (format, channels) {
         (_, 1) => Some(Family::YChannel),
         (Format::TensorFlow, 3) => Some(Family::Edsr),
-        (Format::Onnx, 3) => Some(Family::Rgb),
+        (Format::Onnx | Format::PyTorch, 3) => Some(Family::Rgb),
         _ => None,
     };
     let family = match overrides.family {
@@ -235,16 +239,26 @@ pub fn describe(
 /// an ONNX ModelProto starts with `ir_version` (field 1, a varint) and holds `graph` (7) and
 /// `opset_import` (8). A truncated file is still recognised by its first fields, so that the
 /// importer can report it as corrupt rather than foreign.
+///
+/// PyTorch files are recognised first: a zip archive with a `*/data.pkl` entry (torch.save),
+/// the legacy torch.save pickle (refused by the importer with its reason), or a safetensors
+/// file (a little-endian `u64` header length, then a JSON object starting with `{`).
 pub fn detect_format(bytes: &[u8]) -> Result<Format, String> {
     if bytes.is_empty() {
         return Err("the file is empty".into());
+    }
+    if pytorch::is_pytorch_zip(bytes)
+        || pytorch::is_safetensors(bytes)
+        || pytorch::is_legacy_pth(bytes)
+    {
+        return Ok(Format::PyTorch);
     }
     for (magic, what) in [
         (&b"\x89PNG"[..], "a PNG image"),
         (&b"\xff\xd8\xff"[..], "a JPEG image"),
         (
             &b"PK\x03\x04"[..],
-            "a zip archive (e.g. a PyTorch checkpoint or .npz)",
+            "a zip archive without a '*/data.pkl' entry (so no PyTorch checkpoint; e.g. .npz)",
         ),
         (&b"GIF8"[..], "a GIF image"),
     ] {

@@ -151,9 +151,9 @@ impl ModelSource {
     }
 }
 
-/// The model file of a versioned folder `NAME/`: `current/model.{pb,onnx}`.
+/// The model file of a versioned folder `NAME/`: `current/model.{pb,onnx,pth,safetensors}`.
 fn versioned_file(dir: &Path) -> Option<PathBuf> {
-    ["model.pb", "model.onnx"]
+    ["model.pb", "model.onnx", "model.pth", "model.safetensors"]
         .iter()
         .map(|f| dir.join("current").join(f))
         .find(|p| p.is_file())
@@ -165,7 +165,7 @@ fn is_model_file(p: &Path) -> bool {
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase)
             .as_deref(),
-        Some("pb" | "onnx")
+        Some("pb" | "onnx" | "pth" | "safetensors")
     )
 }
 
