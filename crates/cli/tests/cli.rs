@@ -945,3 +945,48 @@ fn scale_alone_picks_the_built_in_model_of_that_scale() {
     assert!(inspected.status.success());
     assert!(String::from_utf8_lossy(&inspected.stdout).contains("scale:            2"));
 }
+
+#[test]
+fn upscale_takes_a_pytorch_safetensors_model_and_the_folder_lists_pth_and_safetensors() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../import/tests/fixtures/pytorch");
+    let dir = temp_dir("pytorch");
+    let input = dir.join("photo.png");
+    write_png(&input, 7, 5);
+    let out = dir.join("photo_big.png");
+    let r = run(bin()
+        .arg("upscale")
+        .arg(&input)
+        .arg("--model")
+        .arg(fixtures.join("srvgg_prelu_x4.safetensors"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--quiet"));
+    assert!(r.status.success());
+    let img = image::open(&out).expect("the output is written");
+    assert_eq!((img.width(), img.height()), (28, 20));
+
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(
+        fixtures.join("srvgg_prelu_x4.pth"),
+        models.join("compact.pth"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures.join("rrdb_x2.safetensors"),
+        models.join("esrgan.safetensors"),
+    )
+    .unwrap();
+    let listed = run(bin().args(["models", "list", "--models"]).arg(&models));
+    assert!(listed.status.success());
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    for (name, scale) in [("compact", "×4"), ("esrgan", "×2")] {
+        let cols: Vec<&str> = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} listed: {stdout}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(&cols[1..4], ["pytorch", "rgb", scale], "{name}: {cols:?}");
+    }
+}
