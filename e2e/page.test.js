@@ -1,16 +1,34 @@
 // The page against a stand-in API (lib/mock-server.js): every message and control,
 // deterministically and without a model. The real server is exercised by superres.test.js.
+// The video tests make their clips with ffmpeg.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const { launch, decodedSize } = require('./lib/browser');
+const { launch, decodedSize, recordStatus, resultVideo } = require('./lib/browser');
 const { startMock } = require('./lib/mock-server');
 const { encodePng } = require('./lib/png');
+const { makeClip } = require('./lib/video');
 
 const PHOTO = { name: 'photo.png', mimeType: 'image/png', buffer: encodePng(40, 30) };
 
-let server, base, browser;
+let server, base, browser, clips;
+
+/**
+ * A 64×48 clip of 10 frames, and the stand-in's result for it: the same at ×3, so that the
+ * page's <video> has a real H.264 video of the right size to play. Made on first use, so
+ * that only the video tests need ffmpeg.
+ */
+function videoClips() {
+  if (!clips) {
+    clips = {
+      clip: { name: 'clip.mp4', mimeType: 'video/mp4', buffer: makeClip({ width: 64, height: 48 }) },
+      result: makeClip({ width: 192, height: 144 }),
+    };
+    server.mock.videoResult = clips.result;
+  }
+  return clips;
+}
 
 test.before(async () => {
   server = await startMock(0, { scale: 3, stepMs: 100 });
@@ -131,6 +149,136 @@ test('the download name follows the input name, the model scale and the format',
   assert.equal(await page.getAttribute('#download', 'download'), 'holiday.photo_x2.webp');
   await page.close();
 });
+
+test('a video: its size before the upload, frame progress, then it plays and downloads as clip_x3.mp4', async () => {
+  const { clip, result } = videoClips();
+  const page = await openPage();
+  await page.setInputFiles('#file', clip);
+  // Read with a <video> element: its size, the result's, and its length.
+  await page.waitForFunction(() => document.getElementById('file-info').textContent === 'clip.mp4 — 3.0 kB, video, 64×48 → 192×144, 1.0 s');
+  await page.waitForFunction(() => /^data:image\/jpeg/.test(document.getElementById('thumb').src) && !document.getElementById('thumb').hidden);
+  // A frame of the test pattern, not a blank one.
+  const brightest = await page.$eval('#thumb', async (img) => {
+    await img.decode();
+    const c = document.createElement('canvas');
+    [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    return Math.max(...g.getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 !== 3));
+  });
+  assert.ok(brightest > 128, `the thumbnail shows the video (brightest channel ${brightest})`);
+  assert.equal(await page.isDisabled('#format'), true, 'the output format is for images');
+  assert.equal(await page.isVisible('#format-hint'), true);
+  assert.match(await page.textContent('#format-hint'), /a video comes back as MP4/);
+  assert.equal(await page.$eval('#format', (s) => s.getAttribute('aria-describedby')), 'format-hint');
+  const status = await recordStatus(page);
+  await page.click('#submit');
+  const video = await resultVideo(page);
+  assert.equal(server.mock.lastFields.format, undefined, 'no image format is sent with a video');
+  // Opening the video, then 10 frames in four steps; the frame in work is the one after those done.
+  assert.deepEqual((await status.texts()).filter((t) => t.startsWith('Upscaling')), [
+    'Upscaling the video… 0%', 'Upscaling frame 1 of 10… 5%', 'Upscaling frame 4 of 10… 35%',
+    'Upscaling frame 6 of 10… 55%', 'Upscaling frame 9 of 10… 85%',
+  ]);
+  assert.equal(video.error, null);
+  assert.equal(video.visible, true);
+  assert.ok(video.readyState >= 1, `readyState ${video.readyState}`);
+  assert.deepEqual([video.width, video.height], [192, 144]);
+  assert.match(video.src, /^blob:/);
+  assert.equal(video.href, video.src, 'the download is the video shown');
+  assert.equal(await page.isHidden('#image-view'), true, 'no before/after compare for a video');
+  assert.equal(await page.isVisible('#viewport'), false);
+  assert.equal(await page.isVisible('#zoom'), false);
+  assert.match(await page.textContent('#result-info'), /^64×48 → 192×144 · 1\.0 s · 15\.\d kB$/);
+  assert.equal(await page.textContent('#download'), 'Download clip_x3.mp4');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  assert.equal(download.suggestedFilename(), 'clip_x3.mp4');
+  assert.ok(fs.readFileSync(await download.path()).equals(result), 'the download is the server\'s result');
+
+  // An image next: the format applies again, and the compare view replaces the video.
+  await page.setInputFiles('#file', PHOTO);
+  await page.waitForFunction(() => /40×30 → 120×90$/.test(document.getElementById('file-info').textContent));
+  assert.equal(await page.isDisabled('#format'), false);
+  assert.equal(await page.isHidden('#format-hint'), true);
+  await page.click('#submit');
+  await page.waitForSelector('#result:not([hidden])');
+  assert.equal(server.mock.lastFields.format, 'png');
+  assert.equal(await page.isVisible('#viewport'), true);
+  assert.equal(await page.isHidden('#result-video'), true);
+  assert.equal(await page.$eval('#result-video', (v) => v.hasAttribute('src')), false, 'the old video is let go');
+  assert.equal(await page.getAttribute('#download', 'download'), 'photo_x3.png');
+  assert.deepEqual(page.jsErrors, []);
+  await page.close();
+});
+
+test('a video of unknown length counts its frames without a total; the size and the result type name it', async () => {
+  const { clip } = videoClips();
+  const page = await openPage();
+  await page.selectOption('#size', 'x2');
+  await page.setInputFiles('#file', clip);
+  await page.waitForFunction(() => /64×48 → 128×96/.test(document.getElementById('file-info').textContent));
+  // A WebM back: the extension is the result's, not the input's nor a fixed one.
+  const webm = makeClip({ width: 128, height: 96, webm: true });
+  server.mock.next.push({ framesTotal: null, result: { format: 'webm', bytes: webm } });
+  const status = await recordStatus(page);
+  await page.click('#submit');
+  const video = await resultVideo(page);
+  assert.equal(server.mock.lastFields.outscale, '2');
+  assert.deepEqual((await status.texts()).filter((t) => t.startsWith('Upscaling')), [
+    'Upscaling the video… 0%', 'Upscaling frame 1… 5%', 'Upscaling frame 4… 35%', 'Upscaling frame 6… 55%', 'Upscaling frame 9… 85%',
+  ]);
+  assert.deepEqual([video.width, video.height], [128, 96]);
+  assert.equal(await page.getAttribute('#download', 'download'), 'clip_x2.webm');
+  await page.close();
+});
+
+test('a file the browser cannot read is still uploaded; a video named as an image is told by its content', async () => {
+  const { clip } = videoClips();
+  const page = await openPage();
+  // An AVI header and nothing playable: Chromium reads no AVI, the server (here the stand-in) does.
+  const avi = Buffer.concat([Buffer.from('RIFF\x00\x08\x00\x00AVI LIST', 'latin1'), Buffer.alloc(2000, 7)]);
+  await page.setInputFiles('#file', { name: 'old.avi', mimeType: 'video/x-msvideo', buffer: avi });
+  await page.waitForFunction(() => document.getElementById('file-info').textContent === 'old.avi — 2.0 kB, video (no preview: this browser cannot read it)');
+  assert.equal(await page.isDisabled('#submit'), false);
+  assert.equal(await page.isDisabled('#format'), true, 'a video by its name');
+  await page.click('#submit');
+  const video = await resultVideo(page);
+  assert.deepEqual([video.width, video.height], [192, 144]);
+  assert.equal(await page.getAttribute('#download', 'download'), 'old_x3.mp4');
+
+  await page.setInputFiles('#file', { ...clip, name: 'clip.png', mimeType: 'image/png' });
+  await page.waitForFunction(() => /video, 64×48 → 192×144/.test(document.getElementById('file-info').textContent));
+  assert.equal(await page.isDisabled('#format'), true, 'a video by its content');
+  await page.close();
+});
+
+for (const [name, setup, file, title, text, detail] of [
+  ['413 video_too_large', (m) => { m.maxVideoBytes = 1000; }, () => videoClips().clip, 'Video too large', 'shorter or smaller video',
+    'the video is larger than this server accepts (0 MB, --max-video-mb)'],
+  ['415 video_unsupported', (m) => { m.videos = false; }, () => videoClips().clip, 'Videos not supported', 'cannot process videos',
+    'this server cannot read videos: ffmpeg is not installed'],
+  ['422 corrupt_video', () => {}, () => ({ ...videoClips().clip, buffer: videoClips().clip.buffer.subarray(0, 1500) }), 'Corrupt video', 'damaged or truncated',
+    'the video cannot be read: moov atom not found'],
+]) {
+  test(`a video refused with ${name} shows "${title}" and the server's message`, async () => {
+    const page = await openPage();
+    const saved = { maxVideoBytes: server.mock.maxVideoBytes, videos: server.mock.videos };
+    setup(server.mock);
+    try {
+      await upload(page, file());
+      await page.waitForSelector('#error:not([hidden])');
+      assert.equal(await page.textContent('#error-title'), title);
+      const shown = await page.textContent('#error-text');
+      assert.ok(shown.includes(text), shown);
+      assert.equal(await page.textContent('#error-detail'), `Server: ${detail}`);
+      assert.equal(await page.isVisible('#status'), false);
+      assert.equal(await page.isDisabled('#submit'), false, 'the user can try again');
+    } finally {
+      Object.assign(server.mock, saved);
+    }
+    await page.close();
+  });
+}
 
 for (const [status, title, extra] of [
   [413, 'Image too large', 'smaller image'],

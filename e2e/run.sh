@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the web page's end-to-end tests in headless Chromium.
 #
-# Installs what they need (Debian's chromium when missing, playwright-core from
+# Installs what they need (Debian's chromium and ffmpeg when missing, playwright-core from
 # package-lock.json), builds the server binary unless SUPERRES_BIN names one, and runs
 # every e2e/*.test.js with Node's test runner. The tests against the real server are
 # skipped, loudly, when no model is available (SUPERRES_E2E_MODEL, the shared OpenCV
@@ -22,11 +22,14 @@ if ! command -v node >/dev/null; then
 fi
 
 CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM" ]; then
-  echo "e2e: installing Debian's chromium"
+missing=()
+[ -x "$CHROMIUM" ] || missing+=(chromium)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)   # the video tests make their clips with it
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "e2e: installing Debian's ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq chromium >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 want="$(node -p "require('./package.json').dependencies['playwright-core']")"

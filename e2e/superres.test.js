@@ -1,15 +1,17 @@
 // The page served by the real `superres serve` binary, with a real model: upload, result,
-// download, an unsupported file, and a full queue. Takes the README's screenshots: into
-// docs/screenshots/ when E2E_SCREENSHOTS=docs (to refresh them), else into a temporary folder.
+// download, an unsupported file, a full queue, and a video (made with ffmpeg). Takes the
+// README's screenshots: into docs/screenshots/ when E2E_SCREENSHOTS=docs (to refresh them),
+// else into a temporary folder.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { launch, decodedSize } = require('./lib/browser');
+const { launch, decodedSize, recordStatus, resultVideo } = require('./lib/browser');
 const { startServer, missing, modelPath, SHARED, ROOT } = require('./lib/server');
 const { encodePng } = require('./lib/png');
+const { makeClip, probeClip } = require('./lib/video');
 
 const SHOTS = process.env.E2E_SCREENSHOTS === 'docs'
   ? path.join(ROOT, 'docs', 'screenshots')
@@ -235,6 +237,67 @@ realTest('a full queue shows "busy" with the wait, then retries when the user ag
     await page.close();
   } finally {
     for (const id of ids) await fetch(`${server.base}/v1/jobs/${id}`, { method: 'DELETE' }).catch(() => {});
+    await server.stop();
+  }
+});
+
+realTest('a video: upscaled frame by frame, it plays at scale × the input and downloads with its sound', { timeout: 300000 }, async () => {
+  // 1 s of 48×32 at 8 fps with a tone: 8 frames, and an audio track the server copies.
+  const clip = { name: 'clip.mp4', mimeType: 'video/mp4', buffer: makeClip({ width: 48, height: 32, fps: 8, audio: true }) };
+  const server = await startServer();
+  try {
+    const { scale } = await modelScale(server.base);
+    const [w, h] = [48 * scale, 32 * scale];
+    const page = await openPage(server.base);
+    await page.setInputFiles('#file', clip);
+    await page.waitForFunction((t) => document.getElementById('file-info').textContent.includes(t), `video, 48×32 → ${w}×${h}`);
+    assert.equal(await page.isDisabled('#format'), true, 'no image format for a video');
+    const status = await recordStatus(page);
+    await page.click('#submit');
+    await page.waitForFunction(() => !document.getElementById('result').hidden || !document.getElementById('error').hidden,
+      null, { timeout: 240000 });
+    assert.equal(await page.isVisible('#error'), false, await page.textContent('#error'));
+
+    const video = await resultVideo(page);
+    assert.equal(video.error, null, 'Chromium plays the result');
+    assert.ok(video.readyState >= 1, `readyState ${video.readyState}`);
+    assert.deepEqual({ width: video.width, height: video.height }, { width: w, height: h });
+    assert.equal(await page.isHidden('#image-view'), true, 'no before/after compare for a video');
+    // However many progress events the browser saw, each names the frame (of 8, once the
+    // server knows the count), or says the video is being opened.
+    const running = (await status.texts()).filter((t) => t.startsWith('Upscaling'));
+    for (const t of running) assert.match(t, /^Upscaling (frame [1-8]( of 8)?|the video)… \d+%$/);
+    // The server reports every frame; the page, subscribed before the first, shows some.
+    assert.ok(running.some((t) => t.includes('frame')), `frame progress shown: ${JSON.stringify(running)}`);
+
+    assert.equal(await page.getAttribute('#download', 'download'), `clip_x${scale}.mp4`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    assert.equal(download.suggestedFilename(), `clip_x${scale}.mp4`);
+    const bytes = fs.readFileSync(await download.path());
+    assert.equal(bytes.subarray(4, 8).toString(), 'ftyp', 'an MP4');
+    assert.deepEqual(probeClip(bytes), { width: w, height: h, frames: 8, audioStreams: 1 });
+    assert.deepEqual(page.jsErrors, []);
+    await page.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+realTest('a video over --max-video-mb is refused as too large, with the server\'s message', { timeout: 180000 }, async () => {
+  const server = await startServer(['--max-video-mb', '1']);
+  try {
+    const page = await openPage(server.base);
+    // A real MP4, then 2 MB of zeros: a video by its content, over the 1 MB limit.
+    const clip = makeClip({ width: 48, height: 32, fps: 8 });
+    const big = Buffer.concat([clip, Buffer.alloc(2 * 1000 * 1000)]);
+    await page.setInputFiles('#file', { name: 'long.mp4', mimeType: 'video/mp4', buffer: big });
+    await page.click('#submit');
+    await page.waitForSelector('#error:not([hidden])', { timeout: 60000 });
+    assert.equal(await page.textContent('#error-title'), 'Video too large');
+    assert.match(await page.textContent('#error-detail'), /^Server: .*--max-video-mb/);
+    assert.deepEqual(page.jsErrors, []);
+    await page.close();
+  } finally {
     await server.stop();
   }
 });

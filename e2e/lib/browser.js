@@ -41,4 +41,31 @@ async function decodedSize(page, bytes) {
   }, Buffer.from(bytes).toString('base64'));
 }
 
-module.exports = { launch, decodedSize };
+/**
+ * Records every text the page's status line shows from now on. `texts()` reads them back,
+ * a repeat of the same text once: a job's progress as the person saw it, however fast.
+ */
+async function recordStatus(page) {
+  await page.evaluate(() => {
+    window.statusTexts = [];
+    new MutationObserver((records) => {
+      for (const r of records) for (const n of r.addedNodes) window.statusTexts.push(n.textContent);
+    }).observe(document.getElementById('status-text'), { childList: true });
+  });
+  return { texts: () => page.evaluate(() => window.statusTexts.filter((t, i, all) => t !== all[i - 1])) };
+}
+
+/** The result's <video> once the result shows and the video has its metadata or an error. */
+async function resultVideo(page, timeout = 30000) {
+  await page.waitForFunction(() => {
+    const v = document.getElementById('result-video');
+    return !document.getElementById('result').hidden && (v.readyState >= 1 || v.error);
+  }, null, { timeout });
+  return page.$eval('#result-video', (v) => ({
+    src: v.currentSrc, readyState: v.readyState, error: v.error && v.error.code,
+    width: v.videoWidth, height: v.videoHeight, visible: !v.hidden,
+    href: document.getElementById('download').href,
+  }));
+}
+
+module.exports = { launch, decodedSize, recordStatus, resultVideo };

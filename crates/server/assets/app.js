@@ -1,4 +1,5 @@
-// superres web page: upload an image, follow the job, compare and download the result.
+// superres web page: upload an image or a video, follow the job, compare (or play) and
+// download the result.
 // Plain browser JavaScript, no dependencies.
 'use strict';
 
@@ -6,12 +7,13 @@
   const $ = (id) => document.getElementById(id);
   const el = {
     form: $('form'), drop: $('drop'), file: $('file'), fileInfo: $('file-info'), thumb: $('thumb'),
-    model: $('model'), format: $('format'), submit: $('submit'),
+    model: $('model'), format: $('format'), formatHint: $('format-hint'), submit: $('submit'),
     size: $('size'), sizeWidth: $('size-width'), widthField: $('width-field'),
     status: $('status'), statusText: $('status-text'), progress: $('progress'), cancel: $('cancel'),
     error: $('error'), errorTitle: $('error-title'), errorText: $('error-text'), errorDetail: $('error-detail'),
     retryBox: $('retry-box'), retry: $('retry'), autoRetry: $('auto-retry'),
     result: $('result'), resultInfo: $('result-info'), download: $('download'),
+    resultVideo: $('result-video'), imageView: $('image-view'),
     zoom: $('zoom'), zoomIn: $('zoom-in'), zoomOut: $('zoom-out'), pixelated: $('pixelated'),
     viewport: $('viewport'), stage: $('stage'), before: $('before'), after: $('after'),
     beforeClip: $('before-clip'), divider: $('divider'), split: $('split'),
@@ -22,6 +24,10 @@
     file: null,          // the chosen File
     inputUrl: null,      // object URL of the input, for the "before" image
     inputSize: null,     // {w, h} when the browser could decode the input
+    inputKind: 'image',  // 'image' or 'video', as far as the browser can tell
+    inputDuration: null, // seconds, for a video the browser can read
+    probe: null,         // the <video> reading the chosen video's size, until it answers
+    unreadable: false,   // the browser read the chosen file as neither an image nor a video
     models: [],          // from /v1/models
     job: null,           // {id, events: EventSource|null, poll: timer|null, done: bool}
     resultUrl: null,
@@ -61,7 +67,23 @@
     : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} kB`
     : `${(n / 1024 / 1024).toFixed(1)} MB`;
 
+  const fmtDuration = (s) => s < 60 ? `${s.toFixed(1)} s`
+    : `${Math.floor(s / 60)} min ${String(Math.floor(s % 60)).padStart(2, '0')} s`;
+
   const EXT = { png: 'png', jpeg: 'jpg', webp: 'webp' };
+
+  /** A video result's extension by its Content-Type (the containers the server writes). */
+  const VIDEO_EXT = { 'video/mp4': 'mp4', 'video/webm': 'webm', 'video/x-matroska': 'mkv', 'video/quicktime': 'mov' };
+
+  // Video names, for files the browser gives no video type: the system's type table may
+  // not know a container (or call `.ts` TypeScript). The server tells them by content.
+  const VIDEO_NAME = /\.(mp4|m4v|mov|mkv|webm|avi|ts|mts|m2ts|mpe?g|flv|ogv|3gp)$/i;
+
+  /** Whether a chosen file looks like a video, by its type or else its name. */
+  function isVideoFile(file) {
+    if (file.type.startsWith('video/')) return true;
+    return !file.type.startsWith('image/') && VIDEO_NAME.test(file.name);
+  }
 
   /** `photo.jpg` + `_x3` + `png` → `photo_x3.png` (the CLI's names). */
   function outputName(inputName, suffix, format) {
@@ -114,7 +136,11 @@
       const text = await res.text();
       try { body = JSON.parse(text); } catch { body = { error: text.trim() }; }
     } catch { body = {}; }
-    return { status: res.status, message: body && body.error ? String(body.error) : '', code: body && body.code ? String(body.code) : '' };
+    // `{error: {message, code}}` is read too, so a proxy's or a newer server's shape still shows.
+    const nested = body && body.error && typeof body.error === 'object' ? body.error : null;
+    const message = nested ? nested.message : body && body.error;
+    const code = nested ? nested.code : body && body.code;
+    return { status: res.status, message: message ? String(message) : '', code: code ? String(code) : '' };
   }
 
   /** Seconds from a Retry-After header (delta-seconds or HTTP date); null if absent. */
@@ -174,17 +200,26 @@
     if (retryAfter != null) startRetry(retryAfter); else stopRetry();
   }
 
-  /** Turns an HTTP error into a message a person can act on: [title, text]. */
-  function explain(err, retryAfter) {
+  /** Turns an HTTP error into a message a person can act on: [title, text]. `kind` is the upload's. */
+  function explain(err, retryAfter, kind = 'image') {
     const when = retryAfter != null ? `You can retry in ${retryAfter} s.` : 'Try again shortly.';
+    // The server's code knows best what it saw; the page's guess covers the codes both kinds share.
+    const video = /^video_|_video$/.test(err.code) || (kind === 'video' && !/_image$/.test(err.code));
     switch (err.status) {
-      case 413: return ['Image too large', "The image is over the server's size or pixel limit. Try a smaller image."];
-      case 415: return ['Unsupported file', 'This file is not an image the server can read. Use a common format such as PNG, JPEG or WebP.'];
-      case 422: return ['Corrupt image', 'The image could not be decoded: it may be damaged or truncated.'];
+      case 413: return video
+        ? ['Video too large', "The video is over the server's size limit. Try a shorter or smaller video."]
+        : ['Image too large', "The image is over the server's size or pixel limit. Try a smaller image."];
+      case 415: if (err.code === 'video_unsupported') return ['Videos not supported', 'This server cannot process videos. Upload an image instead.'];
+        return video
+          ? ['Unsupported file', 'This file is not a video the server can read. Use a common format such as MP4, WebM or MKV.']
+          : ['Unsupported file', 'This file is not an image the server can read. Use a common format such as PNG, JPEG or WebP.'];
+      case 422: return video
+        ? ['Corrupt video', 'The video could not be read: it may be damaged or truncated.']
+        : ['Corrupt image', 'The image could not be decoded: it may be damaged or truncated.'];
       case 401: return ['API key needed', 'This server needs an API key: enter it in the API key field, then try again.'];
       case 403: return ['API key not accepted', 'The server does not know this API key. Check it in the API key field, then try again.'];
-      case 429: if (err.code === 'too_many_jobs') return ['Too many jobs', `Your API key already has as many images in progress as it may. ${when}`];
-        return ['Server busy', `Too many images are waiting to be processed. ${when}`];
+      case 429: if (err.code === 'too_many_jobs') return ['Too many jobs', `Your API key already has as many jobs in progress as it may. ${when}`];
+        return ['Server busy', `Too many jobs are waiting to be processed. ${when}`];
       case 503: return ['Server not ready', `The server is still starting (loading its models). ${when}`];
       case 400: return ['Bad request', 'The server rejected the upload.'];
       case 404: return ['Not found', 'The job no longer exists on the server.'];
@@ -308,28 +343,106 @@
   function setFile(file) {
     if (!file) return;
     state.file = file;
+    releaseProbe();
     if (state.inputUrl) URL.revokeObjectURL(state.inputUrl);
     state.inputUrl = URL.createObjectURL(file);
     state.inputSize = null;
+    state.inputDuration = null;
+    state.inputKind = isVideoFile(file) ? 'video' : 'image';
+    state.unreadable = false;
     clearError();
+    // The likelier kind first; a file the browser reads as neither is still uploaded as it is.
+    const [first, second] = state.inputKind === 'video' ? [probeVideo, probeImage] : [probeImage, probeVideo];
+    first(file, () => second(file, () => { state.unreadable = true; el.thumb.hidden = true; updateFileInfo(); }));
+    fileChanged();
+    updateSubmit();
+  }
+
+  /** Reads an image's size and makes it the thumbnail; `onFail` when the browser cannot. */
+  function probeImage(file, onFail) {
     const probe = new Image();
     probe.onload = () => {
       if (state.file !== file) return;
+      state.inputKind = 'image';
       state.inputSize = { w: probe.naturalWidth, h: probe.naturalHeight };
       el.thumb.src = state.inputUrl;
       el.thumb.hidden = false;
-      updateFileInfo();
+      fileChanged();
     };
-    probe.onerror = () => { el.thumb.hidden = true; updateFileInfo(); };
+    probe.onerror = () => { if (state.file === file) onFail(); };
     probe.src = state.inputUrl;
+  }
+
+  /** Reads a video's size and length, and makes a frame near its start the thumbnail;
+   *  `onFail` when the browser cannot read it (the server may still: it reads more than browsers). */
+  function probeVideo(file, onFail) {
+    const probe = document.createElement('video');
+    probe.muted = true;
+    probe.preload = 'metadata'; // the size and one frame: no need to buffer the rest
+    state.probe = probe;
+    probe.onloadedmetadata = () => {
+      if (state.file !== file) return;
+      // Sound only: no picture to upscale, so not a video as far as the page can tell.
+      if (!probe.videoWidth) { releaseProbe(); onFail(); return; }
+      state.inputKind = 'video';
+      state.inputSize = { w: probe.videoWidth, h: probe.videoHeight };
+      state.inputDuration = Number.isFinite(probe.duration) ? probe.duration : null;
+      el.thumb.hidden = true;
+      fileChanged();
+      // A seek decodes a frame (at `loadeddata` alone it may still be blank), and a tenth
+      // in (at most 1 s) skips a fade from black.
+      probe.currentTime = state.inputDuration ? Math.min(1, state.inputDuration / 10) : 0;
+    };
+    probe.onseeked = () => {
+      if (state.file !== file) return;
+      const frame = frameImage(probe);
+      if (frame) { el.thumb.src = frame; el.thumb.hidden = false; }
+      releaseProbe();
+    };
+    probe.onerror = () => { if (state.file === file) { releaseProbe(); onFail(); } };
+    probe.src = state.inputUrl;
+  }
+
+  /** Stops the video probe, so that it lets go of the file. */
+  function releaseProbe() {
+    const probe = state.probe;
+    if (!probe) return;
+    state.probe = null;
+    probe.onloadedmetadata = probe.onseeked = probe.onerror = null;
+    probe.removeAttribute('src');
+    probe.load();
+  }
+
+  /** The video's current frame as a small JPEG data URL; null if it cannot be drawn. */
+  function frameImage(video) {
+    try {
+      const h = Math.min(192, video.videoHeight);
+      const w = Math.max(1, Math.round(video.videoWidth * h / video.videoHeight));
+      const canvas = document.createElement('canvas');
+      canvas.width = w;
+      canvas.height = h;
+      canvas.getContext('2d').drawImage(video, 0, 0, w, h);
+      return canvas.toDataURL('image/jpeg', 0.85);
+    } catch { return null; }
+  }
+
+  function fileChanged() {
+    updateFormat();
     updateFileInfo();
-    updateSubmit();
+  }
+
+  /** The output format is an image's: a video comes back as MP4, the server's default. */
+  function updateFormat() {
+    const video = !!state.file && state.inputKind === 'video';
+    el.format.disabled = video;
+    el.formatHint.hidden = !video;
   }
 
   function updateFileInfo() {
     const f = state.file;
     if (!f) { el.fileInfo.textContent = ''; return; }
     let text = `${f.name} — ${fmtBytes(f.size)}`;
+    if (state.inputKind === 'video') text += ', video';
     if (state.inputSize) {
       const { w, h } = state.inputSize;
       text += `, ${w}×${h}`;
@@ -339,6 +452,9 @@
         text += ` → ${ow}×${oh}`;
       }
     }
+    if (state.inputDuration) text += `, ${fmtDuration(state.inputDuration)}`;
+    // TIFF, AVI and the like: the server may read what the browser cannot.
+    if (state.unreadable) text += ' (no preview: this browser cannot read it)';
     el.fileInfo.textContent = text;
     el.drop.classList.add('has-file');
     el.drop.querySelector('.drop-title').textContent = f.name;
@@ -370,7 +486,7 @@
     if (f) setFile(f);
   });
   document.addEventListener('paste', (e) => {
-    const f = [...(e.clipboardData ? e.clipboardData.files : [])].find((x) => x.type.startsWith('image/'));
+    const f = [...(e.clipboardData ? e.clipboardData.files : [])].find((x) => /^(image|video)\//.test(x.type));
     if (f) setFile(f);
   });
 
@@ -385,12 +501,14 @@
     const fd = new FormData();
     fd.append('image', state.file, state.file.name);
     if (el.model.value) fd.append('model', el.model.value);
-    fd.append('format', el.format.value);
+    const kind = state.inputKind;
+    // The format names an image encoding, a 400 with a video: without one, a video is MP4.
+    if (kind !== 'video') fd.append('format', el.format.value);
     const size = chosenSize();
     if (size.outscale) fd.append('outscale', String(size.outscale));
     if (size.width) fd.append('width', String(size.width));
-    const job = { id: null, events: null, poll: null, done: false,
-      file: state.file, model: selectedModel(), format: el.format.value, size };
+    const job = { id: null, events: null, poll: null, done: false, kind,
+      file: state.file, model: selectedModel(), format: kind === 'video' ? null : el.format.value, size };
     state.job = job;
     updateSubmit();
     showStatus(`Uploading ${state.file.name}…`);
@@ -407,7 +525,7 @@
       const after = retryAfterSeconds(res);
       finishJob(job);
       if (err.status === 401 || err.status === 403) askForKey();
-      const [title, text] = explain(err, after);
+      const [title, text] = explain(err, after, job.kind);
       const retry = err.status === 429 || err.status === 503 ? (after ?? 5) : null;
       showError(title, text, { code: err.code || String(err.status), detail: err.message, retryAfter: retry });
       return;
@@ -445,7 +563,7 @@
       if (!res.ok) {
         const err = await readError(res);
         finishJob(job);
-        const [title, text] = explain(err, null);
+        const [title, text] = explain(err, null, job.kind);
         showError(title, text, { code: err.code || String(err.status), detail: err.message });
         return;
       }
@@ -454,20 +572,32 @@
     if (!job.done) job.poll = setTimeout(() => poll(job), 500);
   }
 
+  /** What a running job is at: for a video, the frame in work. */
+  function runningText(data) {
+    if (data.kind !== 'video') return 'Upscaling…';
+    // No count yet while the server opens the video.
+    if (typeof data.frames_done !== 'number') return 'Upscaling the video…';
+    const total = typeof data.frames_total === 'number' && data.frames_total > 0 ? data.frames_total : null;
+    // `frames_done` counts finished frames: the one in work is the next, the last once all are done.
+    const frame = total ? Math.min(data.frames_done + 1, total) : data.frames_done + 1;
+    return total ? `Upscaling frame ${frame} of ${total}…` : `Upscaling frame ${frame}…`;
+  }
+
   function onJob(job, data) {
     if (job.done || state.job !== job) return;
+    if (data.kind) job.kind = data.kind;
     switch (data.status) {
       case 'queued': {
         const pos = data.position;
-        // `position` counts the jobs ahead of this one.
+        // `position` counts the jobs ahead of this one, images and videos alike.
         showStatus(pos == null ? 'Queued…'
           : pos <= 0 ? 'Queued: starts next…'
-          : `Queued: ${pos} ${pos === 1 ? 'image' : 'images'} ahead…`, { cancellable: true });
+          : `Queued: ${pos} ${pos === 1 ? 'job' : 'jobs'} ahead…`, { cancellable: true });
         break;
       }
       case 'running': {
         const f = progressFraction(data);
-        const what = job.cancelling ? 'Cancelling…' : 'Upscaling…';
+        const what = job.cancelling ? 'Cancelling…' : runningText(data);
         showStatus(f == null ? what : `${what} ${Math.round(f * 100)}%`, { progress: f ?? 0, cancellable: !job.cancelling });
         break;
       }
@@ -520,20 +650,70 @@
     }
     if (!res.ok) {
       const err = await readError(res);
-      const [title, text] = explain(err, null);
+      const [title, text] = explain(err, null, job.kind);
       showError(title, text, { code: err.code || String(err.status), detail: err.message });
       return;
     }
+    // Fetched whole, as an image is: the server's Content-Disposition names every result
+    // `upscaled.*`, which a link to it would download as; a blob takes the page's name.
     const blob = await res.blob();
     if (state.job !== job) return;
-    showResult(job, blob);
+    const type = (res.headers.get('Content-Type') || '').split(';')[0].trim().toLowerCase();
+    // A video's extension is its type's: the server writes MP4 unless asked for another.
+    if (type.startsWith('video/') || job.kind === 'video') showVideoResult(job, blob, VIDEO_EXT[type] || 'mp4');
+    else showResult(job, blob);
   }
 
   // ---------- result and comparison ----------
 
   function hideResult() {
     el.result.hidden = true;
+    stopVideo();
     if (state.resultUrl) { URL.revokeObjectURL(state.resultUrl); state.resultUrl = null; }
+  }
+
+  /** Empties the result's <video>, so that it stops playing and lets go of the old result. */
+  function stopVideo() {
+    const v = el.resultVideo;
+    v.onloadedmetadata = v.onerror = null;
+    v.pause();
+    if (v.hasAttribute('src')) { v.removeAttribute('src'); v.load(); }
+  }
+
+  /** A video result: played in the page, with the name an image's would have and its own extension. */
+  function showVideoResult(job, blob, ext) {
+    state.resultUrl = URL.createObjectURL(blob);
+    // The compare view and its zoom are an image's: with no size, they leave the video be.
+    state.outSize = null;
+    el.imageView.hidden = true;
+    const input = state.file === job.file ? state.inputSize : null;
+    const v = el.resultVideo;
+    const offer = (width) => {
+      const scale = job.model && job.model.scale ? job.model.scale
+        : input && width ? Math.round(width / input.w) : 1;
+      const name = outputName(job.file.name, sizeSuffix(job.size || {}, scale), ext);
+      el.download.href = state.resultUrl;
+      el.download.download = name;
+      el.download.textContent = `Download ${name}`;
+      hideStatus();
+      el.result.hidden = false;
+      el.result.scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+    };
+    v.onloadedmetadata = () => {
+      const w = v.videoWidth, h = v.videoHeight;
+      const length = Number.isFinite(v.duration) ? ` · ${fmtDuration(v.duration)}` : '';
+      el.resultInfo.textContent = `${input ? `${input.w}×${input.h} → ` : ''}${w}×${h}${length} · ${fmtBytes(blob.size)}`;
+      v.hidden = false;
+      offer(w);
+    };
+    // A container or codec this browser does not play (MKV, HEVC…): the download still works.
+    v.onerror = () => {
+      stopVideo();
+      v.hidden = true;
+      el.resultInfo.textContent = `${fmtBytes(blob.size)} · this browser cannot play the video; download it to watch it`;
+      offer(0);
+    };
+    v.src = state.resultUrl;
   }
 
   function showResult(job, blob) {
@@ -553,6 +733,8 @@
       el.beforeClip.hidden = !input;
       el.divider.hidden = !input;
       el.split.disabled = !input;
+      el.resultVideo.hidden = true;
+      el.imageView.hidden = false;
       hideStatus();
       el.result.hidden = false;
       state.zoom = 'fit';
