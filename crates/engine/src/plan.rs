@@ -112,9 +112,20 @@ pub fn infer_shapes(
                 let (ih, iw, _) = arg(0);
                 (ih * block, iw * block, c)
             }
-            Op::Resize { factor, .. } => {
+            Op::Resize { factor, mode } => {
                 let (ih, iw, _) = arg(0);
-                (ih * factor, iw * factor, c)
+                let d = mode.down();
+                if (ih * factor) % d != 0 || (iw * factor) % d != 0 {
+                    return Err(EngineError::Unsupported {
+                        backend: "plan",
+                        message: format!(
+                            "node '{}': a {ih}×{iw} value does not resize by {factor}/{d} to \
+                             whole pixels (the input size must be a multiple of {d})",
+                            node.name
+                        ),
+                    });
+                }
+                (ih * factor / d, iw * factor / d, c)
             }
             Op::Concat => {
                 let (ih, iw, _) = arg(0);

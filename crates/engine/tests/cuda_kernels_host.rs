@@ -17,6 +17,7 @@ use superres_engine::cuda::dplan::{Buf, DevicePlan, Operand, Step};
 use superres_engine::cuda::twin::{HostArena, Twin, store};
 use superres_engine::io::{InputMap, OutputMap};
 use superres_engine::{Batch, HostData, Io, Precision};
+use superres_graph::ResizeMode;
 use superres_import::Overrides;
 
 const GRID: u32 = 3;
@@ -133,8 +134,10 @@ fn call(lib: &libloading::Library, name: &str, a: &[A]) {
         }
         Some("binary") => go!(Pt, Pt, i64, i32, i32, Pt, i32, i32, Pt, f32, i32;
             p(0), p(1), l(2), i(3), i(4), p(5), i(6), i(7), p(8), f(9), i(10)),
-        Some("depth") | Some("resize") => go!(Pt, i32, Pt, i32, i32, i32, i32, i32, i32, i32;
+        Some("depth") => go!(Pt, i32, Pt, i32, i32, i32, i32, i32, i32, i32;
             p(0), i(1), p(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9)),
+        Some("resize") => go!(Pt, i32, Pt, i32, i32, i32, i32, i32, i32, i32, i32;
+            p(0), i(1), p(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9), i(10)),
         Some("concat") => go!(Pt, i32, i32, i32, Pt, i32, i32, i64, i32;
             p(0), i(1), i(2), i(3), p(4), i(5), i(6), l(7), i(8)),
         other => panic!("no signature for {other:?}"),
@@ -280,8 +283,13 @@ fn exec(k: &Kernels, twin: &Twin, plan: &DevicePlan, step: &Step, arena: &mut Ho
             w,
             c,
             factor,
-            bilinear,
+            mode,
         } => {
+            let kind = match mode {
+                ResizeMode::Nearest => 0,
+                ResizeMode::Bilinear => 1,
+                ResizeMode::Bicubic { .. } => 2,
+            };
             run(arena, *dst, &[*src], &|d, s| {
                 k.launch(
                     "resize_f32",
@@ -295,7 +303,8 @@ fn exec(k: &Kernels, twin: &Twin, plan: &DevicePlan, step: &Step, arena: &mut Ho
                         A::I(*w as i32),
                         A::I(*c as i32),
                         A::I(*factor as i32),
-                        A::I(*bilinear as i32),
+                        A::I(mode.down() as i32),
+                        A::I(kind),
                     ],
                 );
             });

@@ -214,6 +214,53 @@ pub enum ResizeMode {
     Nearest,
     /// Bilinear with half-pixel centres and edge clamping.
     Bilinear,
+    /// Bicubic as ncnn's `Interp` computes it: Keys' cubic with `A = -0.75`, half-pixel
+    /// centres, taps clamped to the edge, no antialiasing; rows first, then columns. It
+    /// resamples by `factor / down`, so with `down > 1` it can shrink: realesr-animevideov3's
+    /// ×2 and ×3 ncnn models end in a ×0.5 / ×0.75 bicubic of a ×4 network. The input size
+    /// must be a multiple of `down`.
+    Bicubic {
+        down: usize,
+    },
+}
+
+impl ResizeMode {
+    /// The denominator of the resize factor (1 but for a shrinking bicubic).
+    pub fn down(self) -> usize {
+        match self {
+            ResizeMode::Bicubic { down } => down,
+            _ => 1,
+        }
+    }
+}
+
+/// The four weights of ncnn's bicubic interpolation at fraction `fx` (`A = -0.75`; the last
+/// one is `1 -` the others, as ncnn computes it).
+#[inline]
+pub fn cubic_weights(fx: f32) -> [f32; 4] {
+    const A: f32 = -0.75;
+    let fx0 = fx + 1.0;
+    let fx1 = fx;
+    let fx2 = 1.0 - fx;
+    let c0 = A * fx0 * fx0 * fx0 - 5.0 * A * fx0 * fx0 + 8.0 * A * fx0 - 4.0 * A;
+    let c1 = (A + 2.0) * fx1 * fx1 * fx1 - (A + 3.0) * fx1 * fx1 + 1.0;
+    let c2 = (A + 2.0) * fx2 * fx2 * fx2 - (A + 3.0) * fx2 * fx2 + 1.0;
+    [c0, c1, c2, 1.0 - c0 - c1 - c2]
+}
+
+/// Source taps and weights of output coordinate `o` for a bicubic resize of `n` source
+/// pixels by `factor / down`: `fx = (o + 0.5) · down / factor − 0.5` in `f32` of the `f64`
+/// product (as ncnn), taps `floor(fx) − 1 ..= floor(fx) + 2` clamped to `0..n`.
+#[inline]
+pub fn cubic_taps(o: usize, n: usize, factor: usize, down: usize) -> ([usize; 4], [f32; 4]) {
+    let scale = down as f64 / factor as f64;
+    let fx = ((o as f64 + 0.5) * scale - 0.5) as f32;
+    let sx = fx.floor();
+    let w = cubic_weights(fx - sx);
+    let sx = sx as i64;
+    let last = n as i64 - 1;
+    let tap = |k: i64| (sx + k).clamp(0, last) as usize;
+    ([tap(-1), tap(0), tap(1), tap(2)], w)
 }
 
 /// An operator. Every operator has one output.
@@ -634,13 +681,16 @@ impl Graph {
                 }
                 Ok((Some(c / bb), Some(Scale::reduced(s.num * block, s.den))))
             }
-            Op::Resize { factor, .. } => {
+            Op::Resize { factor, mode } => {
                 arity(1)?;
                 let (c, s) = image(0)?;
-                if *factor == 0 {
+                if *factor == 0 || mode.down() == 0 {
                     return Err(err("zero resize factor".into()));
                 }
-                Ok((Some(c), Some(Scale::reduced(s.num * factor, s.den))))
+                Ok((
+                    Some(c),
+                    Some(Scale::reduced(s.num * factor, s.den * mode.down())),
+                ))
             }
             Op::Concat => {
                 if inputs.is_empty() {

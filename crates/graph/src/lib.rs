@@ -33,7 +33,7 @@ mod tensor;
 
 pub use graph::{
     Activation, BinaryOp, Conv2d, DepthToSpaceMode, Epilogue, Graph, GraphError, Node, Op, Padding,
-    ResizeMode, UnaryOp, ValueId,
+    ResizeMode, UnaryOp, ValueId, cubic_taps, cubic_weights,
 };
 pub use receptive::ReceptiveField;
 pub use tensor::Tensor;

@@ -86,3 +86,14 @@ impl Graph {
         })
     }
 }
+                // Taps reach two source pixels each way, plus the shift of a shrinking
+                // resize's sample positions.
+                Op::Resize {
+                    mode: ResizeMode::Bicubic { down },
+                    factor,
+                } => {
+                    let shift = (*down as f64 / *factor as f64).max(1.0);
+                    for x in &mut e {
+                        *x += (2.0 + shift) / scale;
+                    }
+                }

@@ -5,7 +5,7 @@
 //! them their input's buffer when the input dies there.
 
 use rayon::prelude::*;
-use superres_graph::{Activation, BinaryOp, DepthToSpaceMode, ResizeMode, UnaryOp};
+use superres_graph::{Activation, BinaryOp, DepthToSpaceMode, ResizeMode, UnaryOp, cubic_taps};
 
 /// Pixels per parallel chunk of an element-wise operator.
 const CHUNK_PIXELS: usize = 4096;
@@ -125,7 +125,7 @@ pub fn resize(
     mode: ResizeMode,
     out: &mut [f32],
 ) {
-    let ow = w * f;
+    let ow = w * f / mode.down();
     // Source coordinate and weight with half-pixel centres, clamped at the edges (the same
     // arithmetic as the reference, so results are identical).
     let coord = |o: usize, n: usize| -> (usize, usize, f32) {
@@ -136,7 +136,14 @@ pub fn resize(
         (i0, i1, s - i0 as f32)
     };
     // The column coordinates are the same for every row: computed once.
-    let cols: Vec<(usize, usize, f32)> = (0..ow).map(|xx| coord(xx, w)).collect();
+    let cols: Vec<(usize, usize, f32)> = match mode {
+        ResizeMode::Bilinear => (0..ow).map(|xx| coord(xx, w)).collect(),
+        _ => Vec::new(),
+    };
+    let cubic_cols: Vec<([usize; 4], [f32; 4])> = match mode {
+        ResizeMode::Bicubic { down } => (0..ow).map(|xx| cubic_taps(xx, w, f, down)).collect(),
+        _ => Vec::new(),
+    };
     out.par_chunks_mut(ow * c)
         .enumerate()
         .for_each(|(y, orow)| match mode {
@@ -144,6 +151,25 @@ pub fn resize(
                 let srow = &x[(y / f) * w * c..][..w * c];
                 for (xx, dst) in orow.chunks_exact_mut(c).enumerate() {
                     dst.copy_from_slice(&srow[(xx / f) * c..][..c]);
+                }
+            }
+            ResizeMode::Bicubic { down } => {
+                // The same arithmetic as the reference: four rows along x, then along y.
+                let (ys, wy) = cubic_taps(y, h, f, down);
+                let rows = ys.map(|yy| &x[yy * w * c..][..w * c]);
+                for (dst, (xs, wx)) in orow.chunks_exact_mut(c).zip(&cubic_cols) {
+                    for (ch, d) in dst.iter_mut().enumerate() {
+                        let row = |r: &[f32]| {
+                            r[xs[0] * c + ch] * wx[0]
+                                + r[xs[1] * c + ch] * wx[1]
+                                + r[xs[2] * c + ch] * wx[2]
+                                + r[xs[3] * c + ch] * wx[3]
+                        };
+                        *d = row(rows[0]) * wy[0]
+                            + row(rows[1]) * wy[1]
+                            + row(rows[2]) * wy[2]
+                            + row(rows[3]) * wy[3];
+                    }
                 }
             }
             ResizeMode::Bilinear => {

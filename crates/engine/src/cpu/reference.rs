@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 use superres_graph::{
     Activation, BinaryOp, Conv2d, DepthToSpaceMode, Graph, Op, ResizeMode, Tensor, UnaryOp,
+    cubic_taps,
 };
 
 use crate::{EngineError, check_input};
@@ -179,7 +180,8 @@ pub fn depth_to_space(x: &Tensor, b: usize, mode: DepthToSpaceMode) -> Tensor {
 
 pub fn resize(x: &Tensor, f: usize, mode: ResizeMode) -> Tensor {
     let (h, w, c) = x.hwc().expect("image");
-    let (oh, ow) = (h * f, w * f);
+    let d = mode.down();
+    let (oh, ow) = (h * f / d, w * f / d);
     let xd = x.data();
     let mut out = vec![0.0f32; oh * ow * c];
     // Source coordinate and weight with half-pixel centres, clamped at the edges.
@@ -196,6 +198,24 @@ pub fn resize(x: &Tensor, f: usize, mode: ResizeMode) -> Tensor {
             match mode {
                 ResizeMode::Nearest => {
                     dst.copy_from_slice(&xd[((y / f) * w + xx / f) * c..][..c]);
+                }
+                ResizeMode::Bicubic { down } => {
+                    // Four rows resized along x, then those four combined along y.
+                    let (ys, wy) = cubic_taps(y, h, f, down);
+                    let (xs, wx) = cubic_taps(xx, w, f, down);
+                    for (ch, d) in dst.iter_mut().enumerate() {
+                        let p = |yy: usize, xq: usize| xd[(yy * w + xq) * c + ch];
+                        let row = |yy: usize| {
+                            p(yy, xs[0]) * wx[0]
+                                + p(yy, xs[1]) * wx[1]
+                                + p(yy, xs[2]) * wx[2]
+                                + p(yy, xs[3]) * wx[3]
+                        };
+                        *d = row(ys[0]) * wy[0]
+                            + row(ys[1]) * wy[1]
+                            + row(ys[2]) * wy[2]
+                            + row(ys[3]) * wy[3];
+                    }
                 }
                 ResizeMode::Bilinear => {
                     let (y0, y1, fy) = coord(y, h);

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::cudnn::sys as dnn;
 use cudarc::driver::sys as cu;
-use superres_graph::Graph;
+use superres_graph::{Graph, ResizeMode};
 
 use super::dplan::{Buf, DevicePlan, Lowered, Operand, Step};
 use super::gpu::{Arg, Gpu, InMapC, Lane, LanePool, LaneSlot, OutMapC, ty};
@@ -725,8 +725,7 @@ impl DeviceExecutable {
         Ok(())
     }
 
-    /// Launches `depth_to_space` or `resize`: `geometry` is `[dst_cs, src_cs, h, w,
-    /// channels, factor]`.
+    /// Launches `depth_to_space`: `geometry` is `[dst_cs, src_cs, h, w, channels, block]`.
     #[allow(clippy::too_many_arguments)]
     fn upsample(
         &self,
@@ -941,18 +940,31 @@ impl DeviceExecutable {
                 w,
                 c,
                 factor,
-                bilinear,
+                mode,
             } => {
-                let geometry = [*dst_cs, *src_cs, *h, *w, *c, *factor];
-                self.upsample(
-                    lane,
-                    "resize",
-                    t,
-                    n,
-                    (*dst, *src),
-                    geometry,
-                    *bilinear,
-                    addr,
+                let i = |v: usize| Arg::I32(v as i32);
+                let d = mode.down();
+                let kind = match mode {
+                    ResizeMode::Nearest => 0,
+                    ResizeMode::Bilinear => 1,
+                    ResizeMode::Bicubic { .. } => 2,
+                };
+                lane.launch(
+                    &kernels::name("resize", t),
+                    n * (h * factor / d) * (w * factor / d) * dst_cs,
+                    &[
+                        Arg::Ptr(addr(*dst)),
+                        i(*dst_cs),
+                        Arg::Ptr(addr(*src)),
+                        i(*src_cs),
+                        i(n),
+                        i(*h),
+                        i(*w),
+                        i(*c),
+                        i(*factor),
+                        i(d),
+                        Arg::I32(kind),
+                    ],
                 )
             }
             Step::Concat {

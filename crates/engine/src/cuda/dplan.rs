@@ -362,7 +362,7 @@ pub enum Step {
         w: usize,
         c: usize,
         factor: usize,
-        bilinear: bool,
+        mode: ResizeMode,
     },
     /// Parts `(buffer, channels, stored channels)` side by side along channels.
     Concat {
@@ -527,7 +527,7 @@ impl DevicePlan {
                         w: iw,
                         c,
                         factor: *factor,
-                        bilinear: *mode == ResizeMode::Bilinear,
+                        mode: *mode,
                     });
                 }
                 Op::Concat => steps.push(Step::Concat {

@@ -138,8 +138,8 @@ extern "C" __global__ void NAME(T* dst, int dst_cs, const T* src, int src_cs, in
     }                                                                                         \
 }
 
-// Integer-factor upsampling: nearest (0) or bilinear with half-pixel centres, clamped (1),
-// in the CPU's arithmetic.
+// Upsampling: nearest (0) or bilinear with half-pixel centres, clamped (1), by an integer
+// factor; or ncnn's bicubic (2) by `f / down`; all in the CPU's arithmetic.
 __device__ __forceinline__ void coord(long o, int n, int f, int* i0, int* i1, float* t) {
     float s = ((float)o + 0.5f) / (float)f - 0.5f;
     s = fmaxf(s, 0.0f);
@@ -150,10 +150,30 @@ __device__ __forceinline__ void coord(long o, int n, int f, int* i0, int* i1, fl
     *t = s - (float)a;
 }
 
+// Taps and weights of ncnn's bicubic (A = -0.75, the last weight 1 - the others), as
+// `superres_graph::cubic_taps`.
+__device__ __forceinline__ void cubic(long o, int n, int f, int down, int* tap, float* wt) {
+    double scale = (double)down / (double)f;
+    float fx = (float)(((double)o + 0.5) * scale - 0.5);
+    float sx = floorf(fx);
+    float t = fx - sx;
+    const float A = -0.75f;
+    float t0 = t + 1.0f, t1 = t, t2 = 1.0f - t;
+    wt[0] = A * t0 * t0 * t0 - 5.0f * A * t0 * t0 + 8.0f * A * t0 - 4.0f * A;
+    wt[1] = (A + 2.0f) * t1 * t1 * t1 - (A + 3.0f) * t1 * t1 + 1.0f;
+    wt[2] = (A + 2.0f) * t2 * t2 * t2 - (A + 3.0f) * t2 * t2 + 1.0f;
+    wt[3] = 1.0f - wt[0] - wt[1] - wt[2];
+    int s = (int)sx;
+    for (int k = 0; k < 4; k++) {
+        int v = s - 1 + k;
+        tap[k] = v < 0 ? 0 : (v > n - 1 ? n - 1 : v);
+    }
+}
+
 #define RESIZE(T, NAME)                                                                      \
 extern "C" __global__ void NAME(T* dst, int dst_cs, const T* src, int src_cs, int n, int h,  \
-                                int w, int c, int f, int bilinear) {                          \
-    long oh = (long)h * f, ow = (long)w * f;                                                  \
+                                int w, int c, int f, int down, int mode) {                    \
+    long oh = (long)h * f / down, ow = (long)w * f / down;                                    \
     GRID_LOOP(i, (long)n * oh * ow * dst_cs) {                                                \
         long px = i / dst_cs;                                                                 \
         int ch = (int)(i - px * dst_cs);                                                      \
@@ -162,8 +182,25 @@ extern "C" __global__ void NAME(T* dst, int dst_cs, const T* src, int src_cs, in
         long rem = px - img * oh * ow;                                                        \
         long y = rem / ow, x = rem - (rem / ow) * ow;                                         \
         const T* base = src + img * h * w * src_cs;                                           \
-        if (!bilinear) {                                                                      \
+        if (mode == 0) {                                                                      \
             st(dst, i, ld(base, ((y / f) * w + x / f) * src_cs + ch));                        \
+            continue;                                                                         \
+        }                                                                                     \
+        if (mode == 2) {                                                                      \
+            int ys[4], xs[4];                                                                 \
+            float wy[4], wx[4];                                                               \
+            cubic(y, h, f, down, ys, wy);                                                     \
+            cubic(x, w, f, down, xs, wx);                                                     \
+            float acc = 0.0f;                                                                 \
+            for (int j = 0; j < 4; j++) {                                                     \
+                const T* r = base + (long)ys[j] * w * src_cs + ch;                            \
+                float row = ld(r, (long)xs[0] * src_cs) * wx[0]                               \
+                          + ld(r, (long)xs[1] * src_cs) * wx[1]                               \
+                          + ld(r, (long)xs[2] * src_cs) * wx[2]                               \
+                          + ld(r, (long)xs[3] * src_cs) * wx[3];                              \
+                acc = j == 0 ? row * wy[0] : acc + row * wy[j];                               \
+            }                                                                                 \
+            st(dst, i, acc);                                                                  \
             continue;                                                                         \
         }                                                                                     \
         int y0, y1, x0, x1;                                                                   \

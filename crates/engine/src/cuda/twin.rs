@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use superres_graph::{Conv2d, Epilogue, Graph, Padding};
+use superres_graph::{Conv2d, Epilogue, Graph, Padding, ResizeMode, cubic_taps};
 
 use super::dplan::{Act, Buf, DevicePlan, Lowered, Operand, Step};
 use crate::cpu::conv::{ConvKernel, Skip};
@@ -343,10 +343,10 @@ impl Twin {
                 w,
                 c,
                 factor,
-                bilinear,
+                mode,
             } => {
                 let f = *factor;
-                let (oh, ow) = (h * f, w * f);
+                let (oh, ow) = (h * f / mode.down(), w * f / mode.down());
                 let s = arena.get(*src).to_vec();
                 let mut out = arena.take(*dst);
                 let coord = |o: usize, len: usize| -> (usize, usize, f32) {
@@ -363,7 +363,21 @@ impl Twin {
                     let (img, rem) = (px / (oh * ow), px % (oh * ow));
                     let (y, x) = (rem / ow, rem % ow);
                     let at = |yy: usize, xx: usize| s[((img * h + yy) * w + xx) * src_cs + ch];
-                    *o = if *bilinear {
+                    *o = if let ResizeMode::Bicubic { down } = *mode {
+                        let (ys, wy) = cubic_taps(y, *h, f, down);
+                        let (xs, wx) = cubic_taps(x, *w, f, down);
+                        let row = |yy: usize| {
+                            at(yy, xs[0]) * wx[0]
+                                + at(yy, xs[1]) * wx[1]
+                                + at(yy, xs[2]) * wx[2]
+                                + at(yy, xs[3]) * wx[3]
+                        };
+                        let v = row(ys[0]) * wy[0]
+                            + row(ys[1]) * wy[1]
+                            + row(ys[2]) * wy[2]
+                            + row(ys[3]) * wy[3];
+                        store(v, p)
+                    } else if *mode == ResizeMode::Bilinear {
                         let (y0, y1, fy) = coord(y, *h);
                         let (x0, x1, fx) = coord(x, *w);
                         let top = at(y0, x0) + (at(y0, x1) - at(y0, x0)) * fx;

@@ -95,6 +95,41 @@ pub fn every_op_graph() -> Graph {
         vec![s],
     );
     let sum = push(&mut g, "add", Op::Binary(BinaryOp::Add), vec![dl, nr]);
+    // Bicubic up (×2) and down (×1/2, brought back by a nearest ×2).
+    let bc = push(
+        &mut g,
+        "bicubic",
+        Op::Resize {
+            factor: 2,
+            mode: ResizeMode::Bicubic { down: 1 },
+        },
+        vec![s],
+    );
+    let sum = push(
+        &mut g,
+        "add_bicubic",
+        Op::Binary(BinaryOp::Add),
+        vec![sum, bc],
+    );
+    let bd = push(
+        &mut g,
+        "bicubic_half",
+        Op::Resize {
+            factor: 1,
+            mode: ResizeMode::Bicubic { down: 2 },
+        },
+        vec![up],
+    );
+    let bd = push(
+        &mut g,
+        "nearest_back",
+        Op::Resize {
+            factor: 2,
+            mode: ResizeMode::Nearest,
+        },
+        vec![bd],
+    );
+    let sum = push(&mut g, "add_half", Op::Binary(BinaryOp::Add), vec![sum, bd]);
     let two = g.constant("two", Tensor::scalar(2.0));
     let dv = push(&mut g, "div", Op::Binary(BinaryOp::Div), vec![sum, two]);
     let dv = push(
