@@ -10,6 +10,7 @@
 //! `DepthToSpace`; ort links a C++ runtime. The protobuf schemas are our own minimal subsets
 //! (prost derives, no protoc at build time), holding only the fields we read.
 
+pub mod ncnn;
 pub mod onnx;
 pub mod pytorch;
 pub mod tf;
@@ -61,6 +62,8 @@ pub enum Format {
     Onnx,
     /// A PyTorch state dict: a torch.save `.pth` zip or a `.safetensors` file.
     PyTorch,
+    /// An ncnn `NAME.param` (text) with its `NAME.bin` weights beside it.
+    Ncnn,
 }
 
 /// A model read from a file, ready to be prepared on a backend.
@@ -88,7 +91,7 @@ pub enum ImportError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}: not a TensorFlow GraphDef, ONNX or PyTorch model ({reason})")]
+    #[error("{file}: not a TensorFlow GraphDef, ONNX, PyTorch or ncnn model ({reason})")]
     UnknownFormat { file: String, reason: String },
     #[error("{file}: corrupt {format} file: {reason}")]
     Corrupt {
@@ -113,14 +116,40 @@ pub enum ImportError {
     InvalidModel { file: String, message: String },
 }
 
-/// Reads a `.pb`, `.onnx`, `.pth` or `.safetensors` model from disk; the format is recognised by content.
+/// Reads a `.pb`, `.onnx`, `.pth`, `.safetensors` or ncnn `.param` model from disk; the
+/// format is recognised by content. An ncnn `NAME.param` (recognised by its extension or its
+/// magic `7767517`) reads its weights from the `NAME.bin` beside it.
 pub fn load(path: &Path, overrides: Overrides) -> Result<ImportedModel, ImportError> {
     let file = path.display().to_string();
+    let is_param_ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("param"));
+    if is_param_ext {
+        let (param, bin) = ncnn::read_files(path)?;
+        return load_ncnn(&param, &bin, &file, overrides);
+    }
     let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
         file: file.clone(),
         source,
     })?;
+    if ncnn::is_param(&bytes) {
+        let (param, bin) = ncnn::read_files(path)?;
+        return load_ncnn(&param, &bin, &file, overrides);
+    }
     load_bytes(&bytes, &file, overrides)
+}
+
+/// Reads an ncnn model from its `.param` text and `.bin` weights; `file` names it in errors.
+pub fn load_ncnn(
+    param: &[u8],
+    bin: &[u8],
+    file: &str,
+    overrides: Overrides,
+) -> Result<ImportedModel, ImportError> {
+    let raw = ncnn::import(param, bin, file)?;
+    let graph = superres_graph::passes::optimize(&raw).map_err(|e| graph_error(file, e))?;
+    describe(graph, Format::Ncnn, file, overrides)
 }
 
 /// Reads a model from memory; `file` names it in errors.
@@ -145,6 +174,12 @@ pub fn import_unoptimized(bytes: &[u8], file: &str) -> Result<(Format, Graph), I
         Ok(Format::TensorFlow) => Ok((Format::TensorFlow, tf::import(bytes, file)?)),
         Ok(Format::Onnx) => Ok((Format::Onnx, onnx::import(bytes, file)?)),
         Ok(Format::PyTorch) => Ok((Format::PyTorch, pytorch::import(bytes, file)?)),
+        Ok(Format::Ncnn) => Err(ImportError::InvalidModel {
+            file: file.to_string(),
+            message: "an ncnn .param holds no weights: load it from a path, with its .bin \
+                      beside it (or use superres_import::ncnn::import with both)"
+                .into(),
+        }),
         Err(reason) => Err(ImportError::UnknownFormat {
             file: file.to_string(),
             reason,
@@ -187,7 +222,7 @@ pub fn describe(
     let detected = match (format, channels) {
         (_, 1) => Some(Family::YChannel),
         (Format::TensorFlow, 3) => Some(Family::Edsr),
-        (Format::Onnx | Format::PyTorch, 3) => Some(Family::Rgb),
+        (Format::Onnx | Format::PyTorch | Format::Ncnn, 3) => Some(Family::Rgb),
         _ => None,
     };
     let family = match overrides.family {
@@ -242,10 +277,14 @@ pub fn describe(
 ///
 /// PyTorch files are recognised first: a zip archive with a `*/data.pkl` entry (torch.save),
 /// the legacy torch.save pickle (refused by the importer with its reason), or a safetensors
-/// file (a little-endian `u64` header length, then a JSON object starting with `{`).
+/// file (a little-endian `u64` header length, then a JSON object starting with `{`); an ncnn
+/// `.param` by its first line, the magic `7767517`.
 pub fn detect_format(bytes: &[u8]) -> Result<Format, String> {
     if bytes.is_empty() {
         return Err("the file is empty".into());
+    }
+    if ncnn::is_param(bytes) {
+        return Ok(Format::Ncnn);
     }
     if pytorch::is_pytorch_zip(bytes)
         || pytorch::is_safetensors(bytes)
