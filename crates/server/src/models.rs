@@ -292,7 +292,7 @@ impl ModelRegistry {
             return Err(if errors.is_empty() {
                 match dir {
                     Some(d) => format!(
-                        "no models in {} (expected NAME.pb, NAME.onnx, NAME.pth, NAME.safetensors or NAME/current/model.{{pb,onnx,pth,safetensors}}); pass --model PATH",
+                        "no models in {} (expected NAME.pb, NAME.onnx, NAME.pth, NAME.safetensors, NAME.param with NAME.bin, or NAME/current/model.{{pb,onnx,pth,safetensors,param}}); pass --model PATH",
                         d.display()
                     ),
                     None => "no models: pass --models DIR or --model PATH".to_string(),

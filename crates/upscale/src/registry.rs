@@ -151,12 +151,19 @@ impl ModelSource {
     }
 }
 
-/// The model file of a versioned folder `NAME/`: `current/model.{pb,onnx,pth,safetensors}`.
+/// The model file of a versioned folder `NAME/`:
+/// `current/model.{pb,onnx,pth,safetensors,param}` (an ncnn `model.param` with `model.bin`).
 fn versioned_file(dir: &Path) -> Option<PathBuf> {
-    ["model.pb", "model.onnx", "model.pth", "model.safetensors"]
-        .iter()
-        .map(|f| dir.join("current").join(f))
-        .find(|p| p.is_file())
+    [
+        "model.pb",
+        "model.onnx",
+        "model.pth",
+        "model.safetensors",
+        "model.param",
+    ]
+    .iter()
+    .map(|f| dir.join("current").join(f))
+    .find(|p| p.is_file())
 }
 
 fn is_model_file(p: &Path) -> bool {
@@ -165,7 +172,7 @@ fn is_model_file(p: &Path) -> bool {
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase)
             .as_deref(),
-        Some("pb" | "onnx" | "pth" | "safetensors")
+        Some("pb" | "onnx" | "pth" | "safetensors" | "param")
     )
 }
 
