@@ -30,6 +30,25 @@ impl ReceptiveField {
 }
 
 impl Graph {
+    /// The multiple every input side must be for the network's sizes to divide: the least
+    /// common multiple of the denominators of every value's spatial scale relative to the
+    /// input (a stride-2 convolution, such as a pixel-unshuffle of 2, makes 1/2: sides must
+    /// be even; one of 4 makes 4). 1 for networks without strides.
+    ///
+    /// A value of scale `num/den` has `side · num/den` pixels, an integer for every side
+    /// exactly when `den` divides the side (`num` and `den` are coprime), so this is also the
+    /// step by which a window may move and keep the network's result the same: a window
+    /// moved by a multiple of it sees every strided grid in the same phase.
+    pub fn input_multiple(&self) -> usize {
+        fn gcd(a: usize, b: usize) -> usize {
+            if b == 0 { a } else { gcd(b, a % b) }
+        }
+        self.nodes.iter().filter_map(|n| n.scale).fold(1, |m, s| {
+            let d = s.den.max(1);
+            m / gcd(m, d) * d
+        })
+    }
+
     /// The receptive field of the first output, accumulated along every path from the input.
     ///
     /// Extents are tracked in the pixels of each value and converted to input pixels with the
@@ -69,6 +88,17 @@ impl Graph {
                         *x += 1.0 / scale;
                     }
                 }
+                // Taps reach two source pixels each way, plus the shift of a shrinking
+                // resize's sample positions.
+                Op::Resize {
+                    mode: ResizeMode::Bicubic { down },
+                    factor,
+                } => {
+                    let shift = (*down as f64 / *factor as f64).max(1.0);
+                    for x in &mut e {
+                        *x += (2.0 + shift) / scale;
+                    }
+                }
                 _ => {}
             }
             ext[i] = e;
@@ -86,14 +116,3 @@ impl Graph {
         })
     }
 }
-                // Taps reach two source pixels each way, plus the shift of a shrinking
-                // resize's sample positions.
-                Op::Resize {
-                    mode: ResizeMode::Bicubic { down },
-                    factor,
-                } => {
-                    let shift = (*down as f64 / *factor as f64).max(1.0);
-                    for x in &mut e {
-                        *x += (2.0 + shift) / scale;
-                    }
-                }

@@ -305,3 +305,48 @@ fn without_weights_keeps_the_topology_and_drops_only_convolution_weights() {
         .sum();
     assert_eq!(g.parameter_count() - t.parameter_count(), weights);
 }
+
+#[test]
+fn input_multiple_is_the_lcm_of_the_stride_denominators() {
+    let strided = |stride: usize, cin: usize| {
+        let mut c = Conv2d::same(
+            stride,
+            stride,
+            cin,
+            cin,
+            vec![0.0; stride * stride * cin * cin],
+            None,
+        );
+        c.stride = (stride, stride);
+        c.padding = Padding::default();
+        Op::Conv2d(c)
+    };
+    let mut g = Graph::new();
+    let x = g.input("x", 1);
+    g.output("out", x);
+    assert_eq!(g.input_multiple(), 1);
+    // Stride 2, then back up ×2, then stride 3 from the full-size grid: lcm(2, 3) = 6.
+    let mut g = Graph::new();
+    let x = g.input("x", 1);
+    let a = g.push("s2", strided(2, 1), vec![x]).expect("s2");
+    let up = g
+        .push(
+            "up",
+            Op::Resize {
+                factor: 2,
+                mode: superres_graph::ResizeMode::Nearest,
+            },
+            vec![a],
+        )
+        .expect("up");
+    let b = g.push("s3", strided(3, 1), vec![up]).expect("s3");
+    g.output("out", b);
+    assert_eq!(g.input_multiple(), 6);
+    // Two stride-2 convolutions in a row: 4 (Real-ESRGAN ×1's pixel-unshuffle of 4).
+    let mut g = Graph::new();
+    let x = g.input("x", 1);
+    let a = g.push("a", strided(2, 1), vec![x]).expect("a");
+    let b = g.push("b", strided(2, 1), vec![a]).expect("b");
+    g.output("out", b);
+    assert_eq!(g.input_multiple(), 4);
+}

@@ -705,6 +705,7 @@ async fn a_request_over_the_memory_limit_is_refused_before_it_is_queued() {
     let options = superres_upscale::Options {
         tile: None,
         memory_budget: Settings::default().memory_budget_bytes,
+        ..Default::default()
     };
     let tiling = model.tiling(20, 12, &options);
     let (rw, rh) = tiling.run_size();

@@ -16,7 +16,11 @@
 //!
 //! Tiling keeps memory bounded for any image size and keeps a device busy:
 //! - Every tile is run with a margin of at least the network's receptive field and only its
-//!   core is kept, so the result does not depend on the tiling (see `tests/tiling.rs`).
+//!   core is kept, so the result does not depend on the tiling (see `tests/tiling.rs`) —
+//!   unless those margins would cost more than the tiles ([`TileMode`]): then tiles overlap
+//!   by [`BLEND_OVERLAP`] pixels and are blended, which keeps any network in the budget.
+//! - Networks with strides get the image reflect-padded to [`Model::input_multiple`] and the
+//!   result cropped, so any image size runs.
 //! - Tiles are sized from the backend's own plan ([`Model::peak_bytes`]): the largest run
 //!   that fits [`Options::memory_budget`] and the device's free memory, unless
 //!   [`Options::tile`] fixes the side.
@@ -37,7 +41,7 @@ mod tta;
 
 pub use family::Family;
 pub use model::{Model, ModelInfo};
-pub use pipeline::{MIN_CORE, Options, Progress, Tiling, upscale};
+pub use pipeline::{BLEND_OVERLAP, MIN_CORE, Options, Progress, TileMode, Tiling, upscale};
 pub use size::OutputSize;
 pub use superres_imaging::{ColorKind, Image, Samples};
 pub use tta::{Dihedral, upscale_tta};

@@ -21,6 +21,7 @@ pub struct Model {
     input_channels: usize,
     macs_per_input_pixel: f64,
     receptive_field: ReceptiveField,
+    input_multiple: usize,
 }
 
 /// What a model is, for listings and headers.
@@ -68,6 +69,7 @@ impl Model {
     ) -> Result<Model, UpscaleError> {
         let executable = backend.prepare(&imported.graph)?;
         let receptive_field = imported.graph.receptive_field();
+        let input_multiple = imported.graph.input_multiple();
         Ok(Model {
             info: ModelInfo {
                 name: name.to_string(),
@@ -81,6 +83,7 @@ impl Model {
             macs_per_input_pixel: imported.graph.macs_per_input_pixel(),
             executable,
             receptive_field,
+            input_multiple,
         })
     }
 
@@ -125,6 +128,14 @@ impl Model {
 
     pub fn receptive_field(&self) -> ReceptiveField {
         self.receptive_field
+    }
+
+    /// The multiple every side of the network's input must be (2 or 4 for Real-ESRGAN's
+    /// pixel-unshuffling ×2 and ×1 RRDBNets, 1 for most networks; see
+    /// [`Graph::input_multiple`](superres_graph::Graph::input_multiple)). [`upscale`](crate::upscale)
+    /// takes any size: it pads what it runs to this multiple and crops the result.
+    pub fn input_multiple(&self) -> usize {
+        self.input_multiple
     }
 
     pub(crate) fn executable(&self) -> &dyn Executable {

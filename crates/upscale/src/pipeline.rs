@@ -7,6 +7,20 @@
 //!   lanes). The side is found by binary search, since the peak grows with the side. The
 //!   figure comes from the buffer plan the run itself allocates, so the budget holds whatever
 //!   the network's depth or width.
+//! - **Exact or blended** ([`TileMode`]). Exact tiles carry a margin of the whole receptive
+//!   field and keep only their cores: the result is the untiled one. A deep network (RRDBNet:
+//!   about 350 px a side) needs runs of at least 700 px plus the core for that, which no
+//!   modest budget holds, and most of each run would be margin. [`TileMode::Auto`] therefore
+//!   takes exact tiles when they fit the budget and spend at most half the compute on
+//!   margins, and otherwise overlapping tiles of the budget's size, [`BLEND_OVERLAP`] pixels
+//!   of overlap, mixed with linear ramps ([`tiles::feather`]): the budget holds for every
+//!   network, at a small, measured difference near the tile borders.
+//! - **Input multiple.** A network with strides (Real-ESRGAN ×2 and ×1 begin with a
+//!   pixel-unshuffle) takes only sides that are multiples of [`Model::input_multiple`]. The
+//!   image is reflect-padded on the right and bottom to that multiple (as Real-ESRGAN does),
+//!   tiles are cut on that grid (cores, margins, run sizes and window positions are
+//!   multiples of it, so the tiled result equals the untiled run of the padded image), and
+//!   the output is cropped to `scale ×` the image.
 //! - **Shape.** Every tile of an image has the same run size ([`tiles`]: windows at the
 //!   image's edge are shifted inward rather than clipped, which is exact since they hold only
 //!   real pixels): a backend plans, compiles and allocates for one shape per image.
@@ -21,15 +35,16 @@
 //!   ([`family::io_u8`]), and come back as bytes: a quarter of the traffic of `f32`, and the
 //!   same arithmetic wherever the backend applies it. 16-bit images stay on the `f32` path.
 //! - **Out of memory.** A submission the device cannot fit is retried with half the batch,
-//!   then with tiles of half the side (the tiles not yet written are cut again), down to a
-//!   core of [`MIN_CORE`] pixels; only then is the error returned.
+//!   then with tiles of half the side (the tiles not yet written are cut again; blended
+//!   tiles are all planned again), down to a core of [`MIN_CORE`] pixels; only then is the
+//!   error returned.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use superres_engine::{Batch, EngineError, Executable, HostData, Io, Pending};
 use superres_imaging::opencv::resize_linear_region;
-use superres_imaging::tiles::{self, Rect, Tile};
+use superres_imaging::tiles::{self, Rect, Tile, padded};
 use superres_imaging::{ColorKind, Image, Samples};
 
 use crate::family::{self, Family};
@@ -39,17 +54,73 @@ use crate::{Model, UpscaleError};
 /// to: below it, the margins around a core cost more than the core itself.
 pub const MIN_CORE: usize = 16;
 
+/// Overlap of neighbouring blended tiles, in input pixels (rounded up to the model's input
+/// multiple): the width of the linear ramp between them.
+pub const BLEND_OVERLAP: usize = 16;
+
+/// How tiles are cut and put back together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TileMode {
+    /// Margins of the whole receptive field, cores kept: the result equals the untiled one.
+    /// With a budget too small for a core of [`MIN_CORE`] plus the margins, the smallest
+    /// such run is taken anyway (the budget is exceeded).
+    Exact,
+    /// Tiles of the budget's size overlapping by [`BLEND_OVERLAP`] pixels, their outputs
+    /// mixed with linear ramps across the overlap. Honours the budget for any network; the
+    /// result differs from the untiled one near tile borders.
+    Blend,
+    /// [`Exact`](TileMode::Exact) where it fits the budget with at most half of the compute
+    /// spent on margins, else [`Blend`](TileMode::Blend). With a fixed [`Options::tile`]:
+    /// exact.
+    #[default]
+    Auto,
+}
+
+impl TileMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TileMode::Exact => "exact",
+            TileMode::Blend => "blend",
+            TileMode::Auto => "auto",
+        }
+    }
+}
+
+impl std::fmt::Display for TileMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for TileMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "exact" => Ok(TileMode::Exact),
+            "blend" => Ok(TileMode::Blend),
+            "auto" => Ok(TileMode::Auto),
+            other => Err(format!(
+                "unknown tile mode '{other}' (expected exact, blend or auto)"
+            )),
+        }
+    }
+}
+
 /// How to run an upscale.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Tile core side in input pixels: `Some(0)` runs the whole image at once, `None` derives
-    /// the side from `memory_budget`.
+    /// Tile core side in input pixels (for blended tiles: the step between them, the run being
+    /// [`BLEND_OVERLAP`] more): `Some(0)` runs the whole image at once, `None` derives the side
+    /// from `memory_budget`.
     pub tile: Option<usize>,
     /// Bytes one submission may take at its peak, as the backend plans it (activations,
     /// input and output copies, workspaces): sizes the tiles when `tile` is `None`, and caps
-    /// the batch. The tile core never goes below [`MIN_CORE`] or twice the network's margin,
-    /// so a budget too small for those is exceeded by a bounded amount.
+    /// the batch. Exact tiles never go below a core of [`MIN_CORE`] plus the margins, blended
+    /// ones below [`MIN_CORE`] plus the overlap, so a budget too small for those is exceeded
+    /// by a bounded amount.
     pub memory_budget: usize,
+    /// Exact or blended tiles, or the choice by cost ([`TileMode::Auto`]).
+    pub tile_mode: TileMode,
 }
 
 impl Default for Options {
@@ -57,6 +128,7 @@ impl Default for Options {
         Options {
             tile: None,
             memory_budget: 256 << 20,
+            tile_mode: TileMode::Auto,
         }
     }
 }
@@ -84,10 +156,17 @@ impl Progress {
 /// How an image is cut and submitted (see [`Model::tiling`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tiling {
-    /// Row-major; every run region has the same size.
+    /// Row-major; every run region has the same size. Rectangles are in the image padded to
+    /// [`Tiling::align`] (they may reach past its right and bottom edges by less than that).
     pub tiles: Vec<Tile>,
     /// Tiles per submission.
     pub batch: usize,
+    /// [`TileMode::Exact`] or [`TileMode::Blend`]: what [`TileMode::Auto`] chose.
+    pub mode: TileMode,
+    /// Overlap of blended tiles in input pixels (0 for exact ones).
+    pub overlap: usize,
+    /// The model's input multiple: every run side and position is a multiple of it.
+    pub align: usize,
 }
 
 impl Tiling {
@@ -117,25 +196,68 @@ pub(crate) fn tiling(model: &Model, width: usize, height: usize, options: &Optio
     plan(model, width, height, options).0
 }
 
+/// Compute of `tiles` (their run areas) over the padded image's area: 1 when nothing is
+/// computed twice, 2 when margins take half of the compute.
+fn redundancy(tiles: &[Tile], width: usize, height: usize) -> f64 {
+    let runs: usize = tiles.iter().map(|t| t.run.area()).sum();
+    runs as f64 / (width * height).max(1) as f64
+}
+
 /// [`tiling`], and the budget it was sized for.
 fn plan(model: &Model, width: usize, height: usize, options: &Options) -> (Tiling, u64) {
     let exe = model.executable();
     let margin = model.receptive_field().margin();
+    let a = model.input_multiple();
     let budget = budget(exe, options);
-    let tiles = match options.tile {
-        Some(t) => tiles::plan(width, height, t, margin),
-        None => {
-            let floor = MIN_CORE.max(2 * margin) + 2 * margin;
-            let longest = width.max(height).max(floor);
-            let side = tiles::largest_fitting(floor, longest, |r| {
-                fits(exe, r.min(height), r.min(width), 1, budget)
-            })
-            .unwrap_or(floor);
-            tiles::plan_within(width, height, side, margin)
+    let (pw, ph) = (padded(width, a), padded(height, a));
+    let overlap = padded(BLEND_OVERLAP, a);
+    // The largest run side (a multiple of `a`, from `floor` up) whose run fits the budget.
+    let largest = |floor: usize| {
+        let longest = pw.max(ph).max(floor);
+        tiles::largest_fitting(floor / a, longest / a, |u| {
+            fits(exe, (u * a).min(ph), (u * a).min(pw), 1, budget)
+        })
+        .map(|u| u * a)
+    };
+    let blend = |run: usize| tiles::plan_blend(width, height, run, overlap, a);
+    let blend_floor = padded(overlap + MIN_CORE, a);
+    let sized_blend = || blend(largest(blend_floor).unwrap_or(blend_floor));
+    let (mode, tiles) = match (options.tile, options.tile_mode) {
+        (Some(t), TileMode::Blend) => {
+            let run = if t == 0 {
+                usize::MAX
+            } else {
+                t.saturating_add(overlap)
+            };
+            (TileMode::Blend, blend(run))
+        }
+        (Some(t), _) => (TileMode::Exact, tiles::plan(width, height, t, margin, a)),
+        (None, TileMode::Blend) => (TileMode::Blend, sized_blend()),
+        (None, mode) => {
+            // The smallest useful exact run: a core of MIN_CORE and the margins.
+            let floor = padded(MIN_CORE, a) + 2 * padded(margin, a);
+            let side = largest(floor);
+            let exact = tiles::plan_within(width, height, side.unwrap_or(floor), margin, a);
+            let cheap = side.is_some() && redundancy(&exact, pw, ph) <= 2.0;
+            if mode == TileMode::Exact || cheap {
+                (TileMode::Exact, exact)
+            } else {
+                (TileMode::Blend, sized_blend())
+            }
         }
     };
     let batch = batch_size(exe, &tiles, budget);
-    (Tiling { tiles, batch }, budget)
+    let overlap = if mode == TileMode::Blend { overlap } else { 0 };
+    (
+        Tiling {
+            tiles,
+            batch,
+            mode,
+            overlap,
+            align: a,
+        },
+        budget,
+    )
 }
 
 /// Tiles per submission for `tiles` (all of one run size): the backend's preference, capped
@@ -239,6 +361,8 @@ struct Job<'a> {
     io: Io,
     /// Channels of the network's input and of the output this pipeline reads.
     channels: usize,
+    /// The model's input multiple: runs are read from the image reflect-padded to it.
+    align: usize,
 }
 
 /// One image's network output, as `Batch` data sliced to that image.
@@ -266,11 +390,12 @@ impl<'a> Job<'a> {
             planes: Planes::new(family, image),
             io,
             channels,
+            align: model.input_multiple(),
         }
     }
 
     /// Runs every tile of `tiling`, keeping up to `lanes + 1` submissions in flight, and writes
-    /// the cores into `out`.
+    /// the cores (or, blending, the weighted outputs) into `out`.
     fn run(
         &self,
         tiling: Tiling,
@@ -280,6 +405,9 @@ impl<'a> Job<'a> {
     ) -> Result<(), UpscaleError> {
         let exe = self.model.executable();
         let depth = exe.lanes().saturating_add(1);
+        let overlap = tiling.overlap;
+        let mut blend =
+            (tiling.mode == TileMode::Blend).then(|| self.blender(&tiling.tiles, overlap));
         let mut queue: VecDeque<Tile> = tiling.tiles.into();
         let mut cap = tiling.batch.max(1);
         let mut in_flight: VecDeque<(Vec<Tile>, Pending)> = VecDeque::new();
@@ -309,7 +437,9 @@ impl<'a> Job<'a> {
                 && let Some((tiles, pending)) = in_flight.pop_front()
             {
                 match pending.wait() {
-                    Ok(outputs) => self.finish(&tiles, outputs, out, &mut count, progress)?,
+                    Ok(outputs) => {
+                        self.finish(&tiles, outputs, out, blend.as_mut(), &mut count, progress)?
+                    }
                     Err(EngineError::OutOfMemory(why)) => failed = Some((tiles, why)),
                     Err(e) => return Err(e.into()),
                 }
@@ -317,13 +447,47 @@ impl<'a> Job<'a> {
             let Some((tiles, why)) = failed else {
                 continue;
             };
-            // Out of memory: let what is in flight finish (it frees its memory, and its
-            // results are kept), then retry the failed tiles smaller.
             let failed_batch = tiles.len();
             let mut retry = tiles;
+            if let Some(b) = blend.as_mut() {
+                // Blended tiles are accumulated in order: nothing in flight is kept (it may
+                // come after the failed tiles), all of it is run again.
+                for (tiles, pending) in std::mem::take(&mut in_flight) {
+                    let _ = pending.wait();
+                    retry.extend(tiles);
+                }
+                retry.sort_by_key(|t| (t.run.y, t.run.x));
+                for tile in retry.into_iter().rev() {
+                    queue.push_front(tile);
+                }
+                count.done = count.total - queue.len();
+                if failed_batch > 1 {
+                    cap = failed_batch / 2;
+                    continue;
+                }
+                let side = b.run.0.max(b.run.1);
+                let smaller = (side / 2).max(padded(overlap + MIN_CORE, self.align));
+                if smaller >= side {
+                    return Err(EngineError::OutOfMemory(why).into());
+                }
+                // The whole image again, with smaller tiles (the rows already written are
+                // written again).
+                let (w, h) = (self.image.width, self.image.height);
+                let tiles = tiles::plan_blend(w, h, smaller, overlap, self.align);
+                *b = self.blender(&tiles, overlap);
+                cap = batch_size(exe, &tiles, budget);
+                count = Count {
+                    done: 0,
+                    total: tiles.len(),
+                };
+                queue = tiles.into();
+                continue;
+            }
+            // Out of memory: let what is in flight finish (it frees its memory, and its
+            // results are kept), then retry the failed tiles smaller.
             for (tiles, pending) in std::mem::take(&mut in_flight) {
                 match pending.wait() {
-                    Ok(outputs) => self.finish(&tiles, outputs, out, &mut count, progress)?,
+                    Ok(outputs) => self.finish(&tiles, outputs, out, None, &mut count, progress)?,
                     Err(EngineError::OutOfMemory(_)) => retry.extend(tiles),
                     Err(e) => return Err(e.into()),
                 }
@@ -346,33 +510,136 @@ impl<'a> Job<'a> {
             let cores: Vec<Rect> = queue.iter().map(|t| t.core).collect();
             let margin = self.model.receptive_field().margin();
             let (w, h) = (self.image.width, self.image.height);
-            let smaller = tiles::split(&cores, w, h, (side / 2).max(MIN_CORE), margin);
+            let smaller = tiles::split(&cores, w, h, (side / 2).max(MIN_CORE), margin, self.align);
             cap = batch_size(exe, &smaller, budget);
             count.total = count.done + smaller.len();
             queue = smaller.into();
         }
+        if let Some(b) = blend.as_mut() {
+            let end = padded(self.image.height, self.align) * self.model.scale();
+            self.flush(b, end, out);
+        }
         Ok(())
+    }
+
+    /// The accumulator of blended `tiles` (a grid of one run size, as
+    /// [`tiles::plan_blend`] makes it) overlapping by `overlap`.
+    fn blender(&self, tiles: &[Tile], overlap: usize) -> Blender {
+        let s = self.model.scale();
+        let (pw, ph) = (
+            padded(self.image.width, self.align),
+            padded(self.image.height, self.align),
+        );
+        let run = tiles.first().map_or((0, 0), |t| (t.run.w, t.run.h));
+        let mut xs: Vec<usize> = tiles.iter().map(|t| t.run.x).collect();
+        let mut ys: Vec<usize> = tiles.iter().map(|t| t.run.y).collect();
+        xs.sort_unstable();
+        xs.dedup();
+        ys.sort_unstable();
+        ys.dedup();
+        let wx = tiles::feather(&xs, run.0, pw, overlap, s);
+        let wy = tiles::feather(&ys, run.1, ph, overlap, s);
+        let row = pw * s * self.channels;
+        Blender {
+            acc: vec![0.0; run.1 * s * row],
+            base: 0,
+            xs,
+            ys,
+            wx,
+            wy,
+            run,
+        }
+    }
+
+    /// Adds the weighted network output `v` of blend tile `tile` to `b`, first writing out
+    /// the rows no later tile reaches.
+    fn blend_in(&self, b: &mut Blender, tile: &Tile, v: NetOut, out: &mut Samples) {
+        let s = self.model.scale();
+        let c = self.channels;
+        let r = tile.run;
+        let (Ok(i), Ok(j)) = (b.xs.binary_search(&r.x), b.ys.binary_search(&r.y)) else {
+            return;
+        };
+        if r.y * s > b.base {
+            self.flush(b, r.y * s, out);
+        }
+        let row = padded(self.image.width, self.align) * s * c;
+        let (tw, th) = (r.w * s, r.h * s);
+        let (wx, wy) = (&b.wx[i], &b.wy[j]);
+        for (yy, &fy) in wy.iter().enumerate().take(th) {
+            let dst = (r.y * s + yy - b.base) * row + r.x * s * c;
+            let acc = &mut b.acc[dst..dst + tw * c];
+            let src = yy * tw * c;
+            match v {
+                NetOut::U8(y) => {
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        *a += fy * wx[k / c] * f32::from(y[src + k]);
+                    }
+                }
+                NetOut::F32(y) => {
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        *a += fy * wx[k / c] * y[src + k];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the accumulated output rows of `b` before `end` (a multiple of the scale) into
+    /// `out`, with the family's post-processing, and moves the accumulator down.
+    fn flush(&self, b: &mut Blender, end: usize, out: &mut Samples) {
+        let s = self.model.scale();
+        let c = self.channels;
+        let pw = padded(self.image.width, self.align);
+        let row = pw * s * c;
+        let rows = end.saturating_sub(b.base).min(b.acc.len() / row.max(1));
+        if rows == 0 {
+            return;
+        }
+        let y0 = b.base / s;
+        let run = Rect {
+            x: 0,
+            y: y0,
+            w: pw,
+            h: rows / s,
+        };
+        let done = &b.acc[..rows * row];
+        let v8: Vec<u8>;
+        let v = if matches!(out, Samples::U8(_)) {
+            v8 = done
+                .iter()
+                .map(|&x| x.round().clamp(0.0, 255.0) as u8)
+                .collect();
+            NetOut::U8(&v8)
+        } else {
+            NetOut::F32(done)
+        };
+        self.write_core(run, run, v, out);
+        b.acc.copy_within(rows * row.., 0);
+        let keep = b.acc.len() - rows * row;
+        b.acc[keep..].fill(0.0);
+        b.base += rows;
     }
 
     /// The network input of `tiles` (one run size), stacked into one batch.
     fn input(&self, tiles: &[Tile]) -> Batch {
         let r0 = tiles.first().map(|t| t.run).unwrap_or_default();
         let values = tiles.len() * r0.area() * self.channels;
-        let width = self.image.width;
+        let (width, height) = (self.image.width, self.image.height);
         let ch = self.image.color_kind.channels();
         let data = match (&self.planes, &self.image.color) {
             (Planes::Y8 { y, .. }, _) => {
                 let mut d = Vec::with_capacity(values);
                 tiles
                     .iter()
-                    .for_each(|t| copy_rows(y, width, 1, t.run, &mut d));
+                    .for_each(|t| copy_rows(y, (width, height), 1, t.run, &mut d));
                 HostData::U8(d)
             }
             (Planes::Y16 { y, .. }, _) => {
                 let mut d = Vec::with_capacity(values);
                 tiles
                     .iter()
-                    .for_each(|t| copy_rows(y, width, 1, t.run, &mut d));
+                    .for_each(|t| copy_rows(y, (width, height), 1, t.run, &mut d));
                 HostData::F32(d)
             }
             (Planes::Direct, Samples::U8(v)) => {
@@ -380,10 +647,10 @@ impl<'a> Job<'a> {
                 let mut d = Vec::with_capacity(values);
                 for t in tiles {
                     if ch == 3 {
-                        copy_rows(v, width, 3, t.run, &mut d);
+                        copy_rows(v, (width, height), 3, t.run, &mut d);
                     } else {
                         let mut gray = Vec::with_capacity(t.run.area());
-                        copy_rows(v, width, 1, t.run, &mut gray);
+                        copy_rows(v, (width, height), 1, t.run, &mut gray);
                         d.extend(gray.iter().flat_map(|&g| [g, g, g]));
                     }
                 }
@@ -394,7 +661,9 @@ impl<'a> Job<'a> {
                 for t in tiles {
                     let r = t.run;
                     for row in r.y..r.y + r.h {
+                        let row = reflect(row, height);
                         for x in r.x..r.x + r.w {
+                            let x = reflect(x, width);
                             let (rr, g, b) = rgb_at(v, (row * width + x) * ch, ch);
                             d.extend_from_slice(&match self.family {
                                 Family::Edsr => family::edsr_in_u16(rr, g, b),
@@ -424,6 +693,7 @@ impl<'a> Job<'a> {
         tiles: &[Tile],
         outputs: Vec<Batch>,
         out: &mut Samples,
+        mut blend: Option<&mut Blender>,
         count: &mut Count,
         progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<(), UpscaleError> {
@@ -455,7 +725,10 @@ impl<'a> Job<'a> {
                     )));
                 }
             };
-            self.write_core(tile, v, out);
+            match blend.as_deref_mut() {
+                Some(b) => self.blend_in(b, tile, v, out),
+                None => self.write_core(tile.core, tile.run, v, out),
+            }
             count.done += 1;
             let go_on = progress(Progress {
                 tiles_done: count.done,
@@ -468,11 +741,21 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Writes the upscaled core of `tile` (from the network output `v` of its run region)
-    /// into `out`, applying the family's post-processing.
-    fn write_core(&self, tile: &Tile, v: NetOut, out: &mut Samples) {
+    /// Writes the upscaled `core` (from the network output `v` of the region `run`, which
+    /// holds it) into `out`, applying the family's post-processing; what lies in the padding
+    /// beyond the image is dropped.
+    fn write_core(&self, core: Rect, run: Rect, v: NetOut, out: &mut Samples) {
         let s = self.model.scale();
-        let (c, r) = (tile.core, tile.run);
+        let (iw, ih) = (self.image.width, self.image.height);
+        let c = Rect {
+            w: (core.x + core.w).min(iw).saturating_sub(core.x),
+            h: (core.y + core.h).min(ih).saturating_sub(core.y),
+            ..core
+        };
+        let r = run;
+        if c.w == 0 || c.h == 0 {
+            return;
+        }
         let ow = self.image.width * s;
         let ch = self.image.color_kind.channels();
         let yc = self.channels;
@@ -480,7 +763,6 @@ impl<'a> Job<'a> {
         let (dx, dy) = ((c.x - r.x) * s, (c.y - r.y) * s);
         // Chroma of the core, upscaled exactly as the whole plane would be.
         let core_out = (c.x * s, c.y * s, c.w * s, c.h * s);
-        let (iw, ih) = (self.image.width, self.image.height);
         let chroma = self.planes.chroma().map(|(cr, cb)| {
             (
                 resize_linear_region(cr, iw, ih, s, core_out),
@@ -521,6 +803,23 @@ impl<'a> Job<'a> {
             }
         }
     }
+}
+
+/// Blended tiles' outputs being summed: output rows `[base, base + run height × scale)` of
+/// the padded image, every column, the network's channels, each tile's output weighted by its
+/// column's and row's feathered weights (which sum to 1 at every pixel).
+struct Blender {
+    acc: Vec<f32>,
+    /// First output row held in `acc`; the rows above it are written.
+    base: usize,
+    /// Window starts of the grid's columns and rows, in input pixels.
+    xs: Vec<usize>,
+    ys: Vec<usize>,
+    /// Weights per column / row of windows, per output pixel of the window.
+    wx: Vec<Vec<f32>>,
+    wy: Vec<Vec<f32>>,
+    /// `(width, height)` of every window.
+    run: (usize, usize),
 }
 
 /// Tiles done and in all, for progress reports.
@@ -593,11 +892,39 @@ impl<'a> Planes<'a> {
     }
 }
 
-/// Appends the rows of region `r` of a plane `width` pixels wide with `ch` samples a pixel.
-fn copy_rows<T: Copy>(plane: &[T], width: usize, ch: usize, r: Rect, out: &mut Vec<T>) {
+/// Appends the rows of region `r` of a `width × height` plane with `ch` samples a pixel;
+/// where `r` reaches past the plane's right or bottom edge, the plane is reflected.
+fn copy_rows<T: Copy>(
+    plane: &[T],
+    (width, height): (usize, usize),
+    ch: usize,
+    r: Rect,
+    out: &mut Vec<T>,
+) {
+    let inside = (r.x + r.w).min(width).saturating_sub(r.x);
     for row in r.y..r.y + r.h {
-        out.extend_from_slice(&plane[(row * width + r.x) * ch..][..r.w * ch]);
+        let line = &plane[reflect(row, height) * width * ch..][..width * ch];
+        out.extend_from_slice(&line[r.x * ch..][..inside * ch]);
+        for x in r.x + inside..r.x + r.w {
+            let x = reflect(x, width);
+            out.extend_from_slice(&line[x * ch..][..ch]);
+        }
     }
+}
+
+/// Index `i` of an axis of `n` samples, reflected at its ends without repeating the edge
+/// sample (`n, n+1, …` read `n−2, n−3, …`, as NumPy's and PyTorch's `reflect` padding),
+/// periodically where the padding is longer than the axis.
+fn reflect(i: usize, n: usize) -> usize {
+    if i < n {
+        return i;
+    }
+    let period = 2 * n.saturating_sub(1);
+    if period == 0 {
+        return 0;
+    }
+    let m = i % period;
+    if m < n { m } else { period - m }
 }
 
 /// `(r, g, b)` at sample index `i`; gray is replicated.

@@ -18,7 +18,7 @@ use superres_engine::cpu::CpuBackend;
 use superres_engine::{Backend, Batch, EngineError, Executable, Io, Pending};
 use superres_graph::Graph;
 use superres_import::ImportedModel;
-use superres_upscale::{ColorKind, MIN_CORE, Model, Options, UpscaleError, upscale};
+use superres_upscale::{ColorKind, MIN_CORE, Model, Options, TileMode, UpscaleError, upscale};
 
 /// How the test device behaves.
 #[derive(Clone, Copy, Debug)]
@@ -207,6 +207,7 @@ fn the_budget_sizes_tiles_and_batches_from_peak_bytes() {
         let opts = Options {
             tile: None,
             memory_budget: budget as usize,
+            tile_mode: TileMode::Exact,
         };
         let tiling = model.tiling(w, h, &opts);
         let (rw, rh) = tiling.run_size();

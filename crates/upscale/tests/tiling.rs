@@ -10,7 +10,7 @@
 mod common;
 
 use common::{assert_close, edsr_like, edsr_wide, photo, photo16, rgb_like, run, y_like};
-use superres_upscale::{ColorKind, Image, Options, Samples, upscale};
+use superres_upscale::{ColorKind, Image, Options, Samples, TileMode, upscale};
 
 #[test]
 fn tiled_output_equals_untiled_output() {
@@ -90,6 +90,7 @@ fn memory_budget_picks_tiles_that_keep_the_result_identical() {
     let small = Options {
         tile: None,
         memory_budget: 64 << 10,
+        tile_mode: TileMode::Exact,
     };
     let mut tiles = 0;
     let out = upscale(&model, &img, &small, &mut |p| {
