@@ -2,6 +2,9 @@
 //!
 //! Only the network is timed (no decoding, colour conversion or encoding), after one
 //! warm-up run, so the numbers compare directly with other engines running the same graph.
+//! `--pipeline` times the whole tiled pipeline instead (an 8-bit image of `--size` through
+//! `upscale` with `--tile`, `--memory-budget-mb` and `--tile-mode`, no warm-up), and prints
+//! the tiling it chose. Both print the process's peak resident memory (`VmHWM`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +16,7 @@ use superres_engine::Precision;
 use superres_graph::Tensor;
 use superres_import::Overrides;
 use superres_upscale::device::{self, DeviceSpec};
-use superres_upscale::registry;
+use superres_upscale::{ColorKind, Image, Options, TileMode, registry, upscale};
 
 #[derive(Parser)]
 pub struct Args {
@@ -37,6 +40,27 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Time the whole tiled pipeline on an 8-bit RGB image of --size (no warm-up) instead of
+    /// the network alone on one input.
+    #[arg(long)]
+    pipeline: bool,
+    /// With --pipeline: tile side in input pixels (0: whole image) [default: from the budget].
+    #[arg(long)]
+    tile: Option<usize>,
+    /// With --pipeline: memory for one tile's run, in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory_budget_mb: usize,
+    /// With --pipeline: exact, blend or auto (see `superres upscale --help`).
+    #[arg(long, default_value = "auto", env = "SUPERRES_TILE_MODE")]
+    tile_mode: TileMode,
+}
+
+/// The process's peak resident set (`VmHWM` of /proc/self/status), where the system says.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
@@ -69,24 +93,51 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let c = model.input_channels();
     // A deterministic pseudo-random input in the range the family feeds the network.
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let data: Vec<f32> = (0..w * h * c)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect();
-    let input = Tensor::image(h, w, c, data);
-    model.forward(&input)?;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
     let mut times = Vec::with_capacity(args.runs);
     let mut device_times = Vec::with_capacity(args.runs);
-    for _ in 0..args.runs {
-        let t = Instant::now();
+    let mut tiling = None;
+    if args.pipeline {
+        let data = (0..w * h * 3).map(|_| (next() * 255.0) as u8).collect();
+        let image = Image::from_u8(w, h, ColorKind::Rgb, data);
+        let options = Options {
+            tile: args.tile,
+            memory_budget: args.memory_budget_mb << 20,
+            tile_mode: args.tile_mode,
+        };
+        let plan = model.tiling(w, h, &options);
+        let (rw, rh) = plan.run_size();
+        tiling = Some(serde_json::json!({
+            "mode": plan.mode.name(),
+            "tiles": plan.tiles.len(),
+            "run": format!("{rw}x{rh}"),
+            "batch": plan.batch,
+            "overlap": plan.overlap,
+            "run_peak_bytes": model.peak_bytes(rh, rw, plan.batch).ok(),
+            "budget_bytes": options.memory_budget,
+        }));
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            upscale(&model, &image, &options, &mut |_| true)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    } else {
+        let data: Vec<f32> = (0..w * h * c).map(|_| next()).collect();
+        let input = Tensor::image(h, w, c, data);
         model.forward(&input)?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        device_times.extend(model.last_device_ms());
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            model.forward(&input)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            device_times.extend(model.last_device_ms());
+        }
     }
+    let peak_rss = peak_rss_bytes();
     times.sort_by(f64::total_cmp);
     device_times.sort_by(f64::total_cmp);
     // On a GPU: the device's own time for the same runs (CUDA events around upload,
@@ -108,11 +159,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "megapixels_per_s": mp_per_s,
             "gflops": gflops,
             "device_median_ms": device_median,
+            "peak_rss_bytes": peak_rss,
+            "pipeline": tiling,
         });
         println!("{v}");
     } else {
         if let Some(d) = device_median {
             println!("device time (CUDA events): median {d:.2} ms");
+        }
+        if let Some(t) = &tiling {
+            println!("pipeline tiling: {t}");
         }
         println!(
             "{} on {} in {precision} precision at {w}x{h}: median {median:.2} ms, min {min:.2} ms over {} runs; {mp_per_s:.3} MP/s, {gflops:.1} GFLOP/s effective",
@@ -120,6 +176,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             backend.name(),
             args.runs
         );
+        if let Some(b) = peak_rss {
+            println!(
+                "peak RSS (VmHWM): {:.1} MiB",
+                b as f64 / (1u64 << 20) as f64
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use superres_engine::Precision;
 use superres_server::{ConfigLayer, LogFormat, ModelSetup, Secret, Server, Settings};
+use superres_upscale::TileMode;
 use superres_upscale::device::{self, DeviceSpec};
 
 #[derive(Parser)]
@@ -104,6 +105,11 @@ pub struct Args {
     /// Memory for one tile's activations, in MiB, when --tile is not given [default: 256].
     #[arg(long, env = "SUPERRES_MEMORY_BUDGET_MB")]
     memory_budget_mb: Option<usize>,
+    /// exact (margins of the whole receptive field: the untiled result), blend (overlapping
+    /// tiles of the budget's size, feathered), or auto: exact unless its margins would take
+    /// more than half of the compute or more than the budget [default: auto].
+    #[arg(long, env = "SUPERRES_TILE_MODE")]
+    tile_mode: Option<TileMode>,
     /// Log lines as text or json [default: text]. The level comes from SUPERRES_LOG
     /// (e.g. `debug`, `info,tower_http=warn`).
     #[arg(long, env = "SUPERRES_LOG_FORMAT")]
@@ -163,6 +169,7 @@ impl Args {
             drain_timeout_secs: self.drain_timeout_secs,
             tile: self.tile,
             memory_budget_mb: self.memory_budget_mb,
+            tile_mode: self.tile_mode,
             log_format: self.log_format,
             admin_token: self.access.admin_token.map(Secret::from),
             admin_token_file: self.access.admin_token_file,

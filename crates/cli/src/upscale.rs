@@ -18,7 +18,7 @@ use superres_imaging::decode::{Limits, decode};
 use superres_imaging::encode::{EncodeOptions, OutputFormat, encode_to};
 use superres_import::{Family, Overrides};
 use superres_upscale::device::{self, DeviceSpec};
-use superres_upscale::{Model, Options, OutputSize, registry, upscale, upscale_tta};
+use superres_upscale::{Model, Options, OutputSize, TileMode, registry, upscale, upscale_tta};
 
 #[derive(Parser)]
 pub struct Args {
@@ -83,6 +83,11 @@ pub struct Args {
     /// Memory for one tile's activations, in MiB, when --tile is not given.
     #[arg(long, default_value_t = 256)]
     memory_budget_mb: usize,
+    /// exact (margins of the whole receptive field: the untiled result), blend (overlapping
+    /// tiles of the budget's size, feathered), or auto: exact unless its margins would take
+    /// more than half of the compute or more than the budget.
+    #[arg(long, default_value = "auto", env = "SUPERRES_TILE_MODE")]
+    tile_mode: TileMode,
     /// Output format: png, jpeg or webp. Default: from -o's extension, else png.
     #[arg(long)]
     format: Option<String>,
@@ -282,6 +287,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = Options {
         tile: args.tile,
         memory_budget: args.memory_budget_mb << 20,
+        tile_mode: args.tile_mode,
     };
     let encode_options = EncodeOptions {
         jpeg_quality: args.quality.unwrap_or(92),
@@ -512,6 +518,20 @@ mod tests {
             relative: relative.into(),
             in_folder,
         }
+    }
+
+    #[test]
+    fn tile_mode_is_a_flag_defaulting_to_auto() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["upscale", "in.png"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+        };
+        let mode = |extra: &[&str]| parse(extra).map(|a| a.tile_mode).ok();
+        assert_eq!(mode(&[]), Some(TileMode::Auto));
+        assert_eq!(mode(&["--tile-mode", "blend"]), Some(TileMode::Blend));
+        assert_eq!(mode(&["--tile-mode=exact"]), Some(TileMode::Exact));
+        assert!(parse(&["--tile-mode", "seamless"]).is_err());
     }
 
     #[test]

@@ -509,7 +509,11 @@ mod tests {
         // 300×200 with cores of at most 50 and a margin of 76 for a stride of 4: cores of 40
         // or 44 (multiples of 4), runs of 196 = 44 + 2 · 76 (192 tall: rows of 40) rather than 202.
         let tiles = plan(300, 200, 50, 76, 4);
-        assert!(tiles.iter().all(|t| t.core.w % 4 == 0 && t.core.w <= 48));
+        assert!(
+            tiles
+                .iter()
+                .all(|t| t.core.w.is_multiple_of(4) && t.core.w <= 48)
+        );
         assert_eq!((tiles[0].run.w, tiles[0].run.h), (196, 192));
         assert_eq!(
             plan(7, 5, 0, 3, 4)[0].run,
@@ -536,7 +540,7 @@ mod tests {
                             .map(|t| t.run.x)
                             .collect();
                         let r = tiles[0].run.w;
-                        assert!(r <= pn && r % a == 0 && r <= run.max(padded(o, a) + a));
+                        assert!(r <= pn && r.is_multiple_of(a) && r <= run.max(padded(o, a) + a));
                         assert_eq!(xs[0], 0);
                         assert_eq!(xs.last().map(|x| x + r), Some(pn), "{n} {run} {o} {a}");
                         for p in xs.windows(2) {

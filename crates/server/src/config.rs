@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use superres_upscale::Precision;
+use superres_upscale::{Precision, TileMode};
 use superres_upscale::device::DeviceSpec;
 
 use crate::auth::AdminToken;
@@ -118,6 +118,9 @@ config_layer! {
         pub drain_timeout_secs: Option<u64>,
         pub tile: Option<usize>,
         pub memory_budget_mb: Option<usize>,
+        /// `exact`, `blend` or `auto` (see [`superres_upscale::TileMode`]).
+        #[serde(default, deserialize_with = "parsed")]
+        pub tile_mode: Option<TileMode>,
         pub log_format: Option<LogFormat>,
         /// The admin token itself. A layer that names it or `admin_token_file` decides the
         /// token for the layers below it too.
@@ -233,6 +236,8 @@ pub struct Settings {
     pub tile: Option<usize>,
     /// Memory for one tile's activations when `tile` is `None`.
     pub memory_budget_bytes: usize,
+    /// Exact tiles, blended ones, or the choice by cost (default).
+    pub tile_mode: TileMode,
     pub log_format: LogFormat,
     /// The token the admin endpoints answer to; `None` disables them.
     pub admin_token: Option<AdminToken>,
@@ -267,6 +272,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(30),
             tile: None,
             memory_budget_bytes: superres_upscale::Options::default().memory_budget,
+            tile_mode: TileMode::Auto,
             log_format: LogFormat::Text,
             admin_token: None,
             api_keys: None,
@@ -313,6 +319,7 @@ impl Settings {
             memory_budget_bytes: c
                 .memory_budget_mb
                 .map_or(d.memory_budget_bytes, |mb| mb.saturating_mul(1 << 20)),
+            tile_mode: c.tile_mode.unwrap_or(d.tile_mode),
             log_format: c.log_format.unwrap_or(d.log_format),
             admin_token: admin_token(c.admin_token, c.admin_token_file.as_deref())?,
             api_keys: c.api_keys,
@@ -539,6 +546,25 @@ mod tests {
     }
 
     #[test]
+    fn tile_mode_comes_from_the_layers_and_defaults_to_auto() {
+        let none = ConfigLayer::default;
+        let d = Settings::from_layers(none(), none()).unwrap();
+        assert_eq!(d.tile_mode, TileMode::Auto);
+        let file: ConfigLayer = toml::from_str("tile_mode = \"exact\"").unwrap();
+        let s = Settings::from_layers(none(), file.clone()).unwrap();
+        assert_eq!(s.tile_mode, TileMode::Exact);
+        let flags = ConfigLayer {
+            tile_mode: Some(TileMode::Blend),
+            ..none()
+        };
+        assert_eq!(
+            Settings::from_layers(flags, file).unwrap().tile_mode,
+            TileMode::Blend
+        );
+        assert!(toml::from_str::<ConfigLayer>("tile_mode = \"seamless\"").is_err());
+    }
+
+    #[test]
     fn zero_output_or_memory_limits_are_refused() {
         for flags in [
             ConfigLayer {
@@ -563,7 +589,7 @@ mod tests {
              max_output_pixels = 12\nmax_request_memory_mb = 13\nmax_body_mb = 14\n\
              max_video_mb = 23\nvideo_dir = \"/v\"\njob_timeout_secs = 15\nupload_timeout_secs = 16\nresult_ttl_secs = 17\n\
              result_store_mb = 18\ndrain_timeout_secs = 19\ntile = 20\n\
-             memory_budget_mb = 21\nlog_format = \"json\"\nadmin_token = \"t\"\n\
+             memory_budget_mb = 21\ntile_mode = \"blend\"\nlog_format = \"json\"\nadmin_token = \"t\"\n\
              admin_token_file = \"/f\"\napi_keys = \"/k\"\napi_key_max_in_flight = 22",
         )
         .unwrap()

@@ -207,6 +207,7 @@ impl Server {
             options: Options {
                 tile: settings.tile,
                 memory_budget: settings.memory_budget_bytes,
+                tile_mode: settings.tile_mode,
             },
             encode: EncodeOptions::default(),
             clock: settings.clock.clone(),

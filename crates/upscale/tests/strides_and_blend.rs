@@ -207,7 +207,9 @@ fn rrdb_x2_and_x1_take_300x200_with_tiles_of_50() {
         let tiled = opts(Some(50), TileMode::Exact);
         let tiling = model.tiling(300, 200, &tiled);
         let (rw, rh) = tiling.run_size();
-        assert!(tiling.tiles.len() > 1 && rw % multiple == 0 && rh % multiple == 0);
+        assert!(
+            tiling.tiles.len() > 1 && rw.is_multiple_of(multiple) && rh.is_multiple_of(multiple)
+        );
         assert_close(
             &go(&model, &img, &tiled),
             &whole,
