@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use superres_engine::Precision;
+use superres_server::broker::Role;
 use superres_server::{ConfigLayer, LogFormat, ModelSetup, Secret, Server, Settings};
 use superres_upscale::TileMode;
 use superres_upscale::device::{self, DeviceSpec};
@@ -117,6 +118,9 @@ pub struct Args {
     /// Who may do what (boxed: the flags of `serve` are many).
     #[command(flatten)]
     access: Box<AccessArgs>,
+    /// Joining a cluster.
+    #[command(flatten)]
+    cluster: Box<ClusterArgs>,
     /// A TOML file of settings.
     #[arg(long, env = "SUPERRES_CONFIG")]
     config: Option<PathBuf>,
@@ -144,6 +148,29 @@ struct AccessArgs {
     /// Jobs queued or running at once per API key whose line names no limit [default: 4].
     #[arg(long, env = "SUPERRES_API_KEY_MAX_IN_FLIGHT")]
     api_key_max_in_flight: Option<usize>,
+}
+
+/// The cluster flags of `serve`: many API and worker nodes on one Redis.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Run as a node of a cluster whose jobs live in this Redis (`redis://HOST:PORT[/DB]`)
+    /// [default: none, jobs live in this process].
+    #[arg(long, env = "SUPERRES_BROKER", value_name = "URL")]
+    broker: Option<String>,
+    /// What this node does: `api` takes requests, `worker` runs jobs, `all` both
+    /// [default: all].
+    #[arg(long, env = "SUPERRES_ROLE")]
+    role: Option<Role>,
+    /// Where the cluster keeps uploads and results: `file:///DIR`, a folder every node sees.
+    #[arg(long, env = "SUPERRES_BLOB_STORE", value_name = "URL")]
+    blob_store: Option<String>,
+    /// A running job whose worker is silent this long is given to another, in seconds
+    /// [default: 30].
+    #[arg(long, env = "SUPERRES_VISIBILITY_TIMEOUT_SECS")]
+    visibility_timeout_secs: Option<u64>,
+    /// Times a job may be lost with its worker before it fails `worker_lost` [default: 3].
+    #[arg(long, env = "SUPERRES_MAX_ATTEMPTS")]
+    max_attempts: Option<u32>,
 }
 
 impl Args {
@@ -175,6 +202,11 @@ impl Args {
             admin_token_file: self.access.admin_token_file,
             api_keys: self.access.api_keys,
             api_key_max_in_flight: self.access.api_key_max_in_flight,
+            broker: self.cluster.broker,
+            role: self.cluster.role,
+            blob_store: self.cluster.blob_store,
+            visibility_timeout_secs: self.cluster.visibility_timeout_secs,
+            max_attempts: self.cluster.max_attempts,
         };
         (layer, self.config)
     }

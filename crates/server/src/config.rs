@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use superres_upscale::{Precision, TileMode};
 use superres_upscale::device::DeviceSpec;
+use superres_upscale::{Precision, TileMode};
 
 use crate::auth::AdminToken;
+use crate::broker::{BrokerSettings, Role};
 use crate::clock::Clock;
 
 /// A secret given in the clear (the admin token from a flag, a variable or the file). Its
@@ -131,6 +132,14 @@ config_layer! {
         pub api_keys: Option<PathBuf>,
         /// Jobs in flight per API key whose line gives no limit.
         pub api_key_max_in_flight: Option<usize>,
+        /// `redis://HOST:PORT[/DB]`: run as a node of a cluster on this Redis.
+        pub broker: Option<String>,
+        #[serde(default, deserialize_with = "parsed")]
+        pub role: Option<Role>,
+        /// Where the cluster keeps images: `file:///DIR`, a folder every node sees.
+        pub blob_store: Option<String>,
+        pub visibility_timeout_secs: Option<u64>,
+        pub max_attempts: Option<u32>,
     }
 }
 
@@ -247,6 +256,8 @@ pub struct Settings {
     pub api_key_max_in_flight: usize,
     /// The job queue's time (when results expire): the system clock; tests move a manual one.
     pub clock: Clock,
+    /// The cluster this node belongs to; `None`: jobs live in this process.
+    pub broker: Option<BrokerSettings>,
 }
 
 impl Default for Settings {
@@ -278,6 +289,7 @@ impl Default for Settings {
             api_keys: None,
             api_key_max_in_flight: 4,
             clock: Clock::system(),
+            broker: None,
         }
     }
 }
@@ -325,6 +337,13 @@ impl Settings {
             api_keys: c.api_keys,
             api_key_max_in_flight: c.api_key_max_in_flight.unwrap_or(d.api_key_max_in_flight),
             clock: d.clock,
+            broker: broker_settings(
+                c.broker,
+                c.role,
+                c.blob_store,
+                c.visibility_timeout_secs,
+                c.max_attempts,
+            )?,
         };
         settings.validate()?;
         Ok(settings)
@@ -352,6 +371,63 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Default `--visibility-timeout-secs`: a job whose worker is silent this long moves on.
+pub const DEFAULT_VISIBILITY_TIMEOUT_SECS: u64 = 30;
+/// Default `--max-attempts`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The cluster settings, which need `--broker`; a cluster needs `--blob-store`.
+fn broker_settings(
+    url: Option<String>,
+    role: Option<Role>,
+    blob_store: Option<String>,
+    visibility_timeout_secs: Option<u64>,
+    max_attempts: Option<u32>,
+) -> Result<Option<BrokerSettings>, ConfigError> {
+    let Some(url) = url.filter(|u| !u.trim().is_empty()) else {
+        let given = [
+            ("role", role.is_some()),
+            ("blob_store", blob_store.is_some()),
+            ("visibility_timeout_secs", visibility_timeout_secs.is_some()),
+            ("max_attempts", max_attempts.is_some()),
+        ];
+        return match given.iter().find(|(_, g)| *g) {
+            Some((name, _)) => Err(ConfigError::Invalid(format!(
+                "{name} applies to a cluster: give broker (--broker redis://HOST:PORT) too"
+            ))),
+            None => Ok(None),
+        };
+    };
+    let blob_store = blob_store.ok_or_else(|| {
+        ConfigError::Invalid(
+            "a cluster keeps its images in a blob store every node sees: give blob_store \
+             (--blob-store file:///DIR)"
+                .into(),
+        )
+    })?;
+    let visibility = visibility_timeout_secs.unwrap_or(DEFAULT_VISIBILITY_TIMEOUT_SECS);
+    let max_attempts = max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if visibility == 0 || max_attempts == 0 {
+        return Err(ConfigError::Invalid(
+            "visibility_timeout_secs and max_attempts must be at least 1".into(),
+        ));
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    Ok(Some(BrokerSettings {
+        url,
+        role: role.unwrap_or_default(),
+        blob_store,
+        visibility_timeout: Duration::from_secs(visibility),
+        max_attempts,
+        node: format!("{host}-{}", std::process::id()),
+    }))
 }
 
 /// The admin token from the one source a layer named: the token itself, or the first line
@@ -400,6 +476,40 @@ mod tests {
         assert_eq!(s.video_dir.as_deref(), Some(Path::new("/srv/video")));
         let d = Settings::from_layers(ConfigLayer::default(), ConfigLayer::default()).unwrap();
         assert_eq!((d.max_video_bytes, d.video_dir), (1_000_000_000, None));
+    }
+
+    #[test]
+    fn cluster_settings_need_a_broker_and_a_blob_store() {
+        let layer = |text: &str| toml::from_str::<ConfigLayer>(text).unwrap();
+        let s = Settings::from_layers(
+            layer("broker = \"redis://127.0.0.1:6379/2\"\nblob_store = \"file:///srv/b\"\nrole = \"worker\""),
+            ConfigLayer::default(),
+        )
+        .unwrap();
+        let b = s.broker.unwrap();
+        assert_eq!(
+            (b.url.as_str(), b.role),
+            ("redis://127.0.0.1:6379/2", Role::Worker)
+        );
+        assert_eq!(
+            b.visibility_timeout,
+            Duration::from_secs(DEFAULT_VISIBILITY_TIMEOUT_SECS)
+        );
+        assert_eq!(b.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        for (text, says) in [
+            ("role = \"api\"", "give broker"),
+            ("max_attempts = 2", "give broker"),
+            ("broker = \"redis://r\"", "blob_store"),
+            (
+                "broker = \"redis://r\"\nblob_store = \"file:///b\"\nmax_attempts = 0",
+                "at least 1",
+            ),
+        ] {
+            let err = Settings::from_layers(layer(text), ConfigLayer::default()).unwrap_err();
+            assert!(err.to_string().contains(says), "{text}: {err}");
+        }
+        let err = toml::from_str::<ConfigLayer>("role = \"boss\"").unwrap_err();
+        assert!(err.to_string().contains("unknown role"), "{err}");
     }
 
     #[test]
@@ -590,7 +700,9 @@ mod tests {
              max_video_mb = 23\nvideo_dir = \"/v\"\njob_timeout_secs = 15\nupload_timeout_secs = 16\nresult_ttl_secs = 17\n\
              result_store_mb = 18\ndrain_timeout_secs = 19\ntile = 20\n\
              memory_budget_mb = 21\ntile_mode = \"blend\"\nlog_format = \"json\"\nadmin_token = \"t\"\n\
-             admin_token_file = \"/f\"\napi_keys = \"/k\"\napi_key_max_in_flight = 22",
+             admin_token_file = \"/f\"\napi_keys = \"/k\"\napi_key_max_in_flight = 22\n\
+             broker = \"redis://r\"\nrole = \"api\"\nblob_store = \"file:///b\"\n\
+             visibility_timeout_secs = 24\nmax_attempts = 25",
         )
         .unwrap()
     }

@@ -15,6 +15,8 @@ use serde::Serialize;
 use superres_imaging::{ErrorKind, ImageError};
 use superres_upscale::UpscaleError;
 
+use crate::jobs::JobError;
+
 /// A failure to answer a request, with the status and machine code it is reported with.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -70,21 +72,6 @@ impl ApiError {
         )
     }
 
-    /// 429: the API key `name` already has `limit` jobs queued or running.
-    pub fn too_many_jobs(name: &str, limit: usize, retry_after_secs: u64) -> Self {
-        ApiError {
-            retry_after_secs: Some(retry_after_secs.max(1)),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_jobs",
-                format!(
-                    "the API key '{name}' already has {limit} job(s) queued or running, its \
-                     limit: retry in about {retry_after_secs} s, once one has finished"
-                ),
-            )
-        }
-    }
-
     /// 400: a required multipart field is absent.
     pub fn missing_field(name: &str) -> Self {
         Self::new(
@@ -107,11 +94,7 @@ impl ApiError {
     }
 
     pub fn job_not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no job '{id}': it never existed, or its result expired"),
-        )
+        JobError::not_found(id).into()
     }
 
     /// 409: the job exists but has no result (yet, or any more).
@@ -178,20 +161,6 @@ impl ApiError {
         )
     }
 
-    /// 429 with the number of seconds after which a retry is likely to be accepted.
-    pub fn queue_full(queued: usize, retry_after_secs: u64) -> Self {
-        ApiError {
-            retry_after_secs: Some(retry_after_secs.max(1)),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "queue_full",
-                format!(
-                    "the server is busy ({queued} images waiting): retry in about {retry_after_secs} s"
-                ),
-            )
-        }
-    }
-
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -203,11 +172,7 @@ impl ApiError {
 
     /// 503 once a shutdown has begun: nothing new is accepted.
     pub fn shutting_down() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the server is shutting down and accepts no new images",
-        )
+        JobError::shutting_down().into()
     }
 
     pub fn status(&self) -> StatusCode {
@@ -224,6 +189,46 @@ impl ApiError {
 
     pub fn retry_after_secs(&self) -> Option<u64> {
         self.retry_after_secs
+    }
+}
+
+/// The status each job code is reported with.
+fn status_of(code: &str) -> StatusCode {
+    match code {
+        "not_found" => StatusCode::NOT_FOUND,
+        "not_done" | "cancelled" => StatusCode::CONFLICT,
+        "queue_full" | "too_many_jobs" => StatusCode::TOO_MANY_REQUESTS,
+        "shutting_down" | "not_ready" | "broker_unavailable" | "no_worker" => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        "too_large" | "video_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "unsupported_format" | "video_unsupported" | "video_needs_job" => {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
+        "corrupt_image" | "corrupt_video" => StatusCode::UNPROCESSABLE_ENTITY,
+        "bad_field" | "unknown_model" | "missing_field" => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A job's failure at the edge: its code's status, its message, its retry time.
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        ApiError {
+            retry_after_secs: e.retry_after_secs(),
+            ..ApiError::new(status_of(e.code()), e.code(), e.message())
+        }
+    }
+}
+
+/// A worker's failure (decoding, the model, encoding) as the job records it.
+impl From<ApiError> for JobError {
+    fn from(e: ApiError) -> Self {
+        let job = JobError::from_wire(e.code, e.message);
+        match e.retry_after_secs {
+            Some(secs) => job.with_retry_after(secs),
+            None => job,
+        }
     }
 }
 
@@ -349,8 +354,25 @@ mod tests {
     }
 
     #[test]
+    fn every_job_code_has_its_status_and_survives_the_round_trip() {
+        for (code, status) in [
+            ("not_found", 404),
+            ("cancelled", 409),
+            ("queue_full", 429),
+            ("broker_unavailable", 503),
+            ("worker_lost", 500),
+            ("corrupt_video", 422),
+            ("video_too_large", 413),
+        ] {
+            let api = ApiError::from(JobError::from_wire(code, "m"));
+            assert_eq!((api.status().as_u16(), api.code()), (status, code));
+            assert_eq!(JobError::from(api).code(), code);
+        }
+    }
+
+    #[test]
     fn queue_full_carries_retry_after_of_at_least_one_second() {
-        let r = ApiError::queue_full(3, 0).into_response();
+        let r = ApiError::from(JobError::queue_full(3, 0)).into_response();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
@@ -366,7 +388,7 @@ mod tests {
         let r = ApiError::forbidden("x").into_response();
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert!(!r.headers().contains_key(header::WWW_AUTHENTICATE));
-        let r = ApiError::too_many_jobs("alice", 2, 0).into_response();
+        let r = ApiError::from(JobError::too_many_jobs("alice", 2, 0)).into_response();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }

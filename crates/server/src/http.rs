@@ -20,7 +20,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use superres_upscale::{DeviceStatus, Precision};
 use tower::{ServiceBuilder, ServiceExt};
@@ -34,6 +34,7 @@ use utoipa::ToSchema;
 use crate::assets;
 use crate::auth::{Access, Admin, Caller};
 use crate::error::{ApiError, ErrorBody, json_errors};
+use crate::jobs::Depth;
 use crate::media::{Media, VideoFile};
 use crate::models::ModelRegistry;
 use crate::queue::{JobOutput, JobRequest, JobStatus, JobView, Owner};
@@ -140,13 +141,15 @@ pub(crate) struct Ready {
     (status = 503, description = "Models not loaded yet (or none could be), or shutting down", body = ErrorBody),
 ))]
 pub(crate) async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    if app.queue.is_draining() {
+    if app.jobs.is_draining() {
         return Err(ApiError::shutting_down());
     }
     if !app.models.is_ready() {
         return Err(ApiError::not_ready(app.models.not_ready_reason()));
     }
-    let (queued, running) = app.queue.depth();
+    let Depth {
+        queued, running, ..
+    } = app.jobs.depth().await?;
     Ok(Json(Ready {
         status: "ready",
         models: app.models.list().len(),
@@ -239,9 +242,15 @@ async fn job_request(
     let format = upload.output_format()?;
     let size = upload.output_size()?;
     let model = app.models.resolve(upload.model.as_deref())?;
-    let config = app.queue.config();
+    let config = app.jobs.config();
     let shape = match &upload.media {
         Media::Image(bytes) => InputShape::from(&check_header(bytes, &config.limits)?),
+        Media::Video(_) if !app.jobs.takes_video() => {
+            return Err(ApiError::video_unsupported(
+                "video jobs run on a single node: this server's jobs go through a cluster \
+                 broker, which carries images only",
+            ));
+        }
         Media::Video(file) => {
             let path = file.path.clone();
             let probe = tokio::task::spawn_blocking(move || superres_video::probe(&path))
@@ -281,6 +290,28 @@ async fn job_request(
     })
 }
 
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// The `Idempotency-Key` header: visible ASCII, at most [`MAX_IDEMPOTENCY_KEY`] bytes
+/// (400 otherwise); absent or blank is none.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_field(format!(
+            "the Idempotency-Key header must be visible ASCII of at most \
+             {MAX_IDEMPOTENCY_KEY} bytes"
+        ))
+    };
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    if text.len() > MAX_IDEMPOTENCY_KEY || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(text.to_string()).filter(|t| !t.is_empty()))
+}
+
 /// `POST /enhance`: waits in the same queue as jobs and answers the image itself.
 ///
 /// The drop-in endpoint: the upscaled image in the response body, as PNG unless `format`
@@ -317,8 +348,7 @@ pub(crate) async fn enhance(
         return Err(ApiError::video_needs_job());
     }
     let request = job_request(&app, &caller, upload).await?;
-    let ticket = app.queue.submit_and_wait(request)?;
-    let output = ticket.outcome().await?;
+    let output = app.jobs.run(request).await?;
     Ok(image_response(&output))
 }
 
@@ -354,10 +384,12 @@ pub(crate) struct Accepted {
 pub(crate) async fn create_job(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     upload: Upload,
 ) -> Result<impl IntoResponse, ApiError> {
+    let key = idempotency_key(&headers)?;
     let request = job_request(&app, &caller, upload).await?;
-    let view = app.queue.submit(request)?;
+    let view = app.jobs.submit(request, key).await?;
     let location = format!("/v1/jobs/{}", view.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -385,10 +417,7 @@ pub(crate) async fn job_status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    app.queue
-        .view(&id, caller.owner())
-        .map(Json)
-        .ok_or_else(|| ApiError::job_not_found(&id))
+    Ok(Json(app.jobs.view(&id, caller.owner()).await?))
 }
 
 /// Cancels a job: a queued one at once, a running one at its next tile (both stay readable
@@ -407,7 +436,7 @@ pub(crate) async fn cancel_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    app.queue.cancel(&id, caller.owner()).map(Json)
+    Ok(Json(app.jobs.cancel(&id, caller.owner()).await?))
 }
 
 /// One server-sent event of `/v1/jobs/{id}/events`, as the description states it.
@@ -437,22 +466,11 @@ pub(crate) async fn job_events(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let receiver = app
-        .queue
-        .subscribe(&id, caller.owner())
-        .ok_or_else(|| ApiError::job_not_found(&id))?;
-    let events = futures_util::stream::unfold(Some((receiver, true)), |state| async move {
-        let (mut receiver, first) = state?;
-        // A closed channel means the job was forgotten (expired or deleted): end the stream.
-        if !first && receiver.changed().await.is_err() {
-            return None;
-        }
-        let view = receiver.borrow_and_update().clone();
-        let event = Event::default()
+    let views = app.jobs.events(&id, caller.owner()).await?;
+    let events = views.map(|view| {
+        Ok(Event::default()
             .json_data(&view)
-            .unwrap_or_else(|_| Event::default().data("{}"));
-        let next = (!view.status.is_terminal()).then_some((receiver, false));
-        Some((Ok(event), next))
+            .unwrap_or_else(|_| Event::default().data("{}")))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
@@ -487,7 +505,7 @@ pub(crate) async fn job_result(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let output = app.queue.result(&id, caller.owner())?;
+    let output = app.jobs.result(&id, caller.owner()).await?;
     match &output.media {
         Media::Image(_) => Ok(image_response(&output)),
         Media::Video(file) => video_response(&output, file, headers).await,

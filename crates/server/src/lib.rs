@@ -12,6 +12,10 @@
 //!   oversized images before they queue.
 //! - [`media`]: what a job carries: an image in memory or a video in a folder of its own.
 //! - [`models`]: the loaded models, swapped atomically on reload.
+//! - [`jobs`]: the seam between the handlers and where jobs live ([`jobs::JobBackend`]),
+//!   and the domain's error, [`jobs::JobError`].
+//! - [`broker`]: the cluster backend: jobs in Redis Streams, images in a blob store, many
+//!   API and worker nodes (`--broker`).
 //! - [`queue`]: the bounded job queue, job states, results with a time-to-live.
 //! - [`worker`]: the inference threads (never the async runtime) and the [`Upscaler`] seam.
 //! - [`error`]: the one error type, [`ApiError`], and the JSON shape of every failure.
@@ -35,10 +39,12 @@
 
 mod assets;
 pub mod auth;
+pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod media;
 pub mod models;
 pub mod openapi;

@@ -179,6 +179,15 @@ impl ModelRegistry {
             })
     }
 
+    /// The names of the loaded models (none while they load).
+    pub fn names(&self) -> Vec<String> {
+        self.catalog
+            .load()
+            .as_ref()
+            .map(|c| c.models.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The loaded models, sorted by name.
     pub fn list(&self) -> Vec<ModelView> {
         self.catalog

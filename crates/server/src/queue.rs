@@ -33,7 +33,7 @@ use superres_upscale::{Model, Options, OutputSize};
 use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
-use crate::error::ApiError;
+use crate::jobs::{BoxFuture, Depth, JobBackend, JobError, ViewStream};
 use crate::media::{Format, Media, MediaKind};
 
 /// Where a job is in its life.
@@ -172,7 +172,7 @@ struct Job {
     /// Present while queued; the worker takes it.
     input: Option<(Media, Model, Format, OutputSize)>,
     cancel: Arc<AtomicBool>,
-    outcome: Option<Result<Arc<JobOutput>, ApiError>>,
+    outcome: Option<Result<Arc<JobOutput>, JobError>>,
     enqueued_at: Instant,
     finished_at: Option<Instant>,
     /// The queue's count of ended jobs when this one ended: the eviction order.
@@ -181,7 +181,12 @@ struct Job {
     forget_when_done: bool,
     /// The API key's name that made it; only that key sees it.
     owner: Option<Arc<str>>,
+    /// The `Idempotency-Key` it was made with, to forget with it.
+    key: Option<IdempotencyKey>,
 }
+
+/// An `Idempotency-Key` is the owner's own: two keys' equal strings are two jobs.
+type IdempotencyKey = (Option<Arc<str>>, String);
 
 impl Job {
     fn status(&self) -> JobStatus {
@@ -212,6 +217,8 @@ struct Inner {
     /// Exponentially weighted average of run times, seconds.
     ewma_run_secs: Option<f64>,
     finished: u64,
+    /// Jobs by the `Idempotency-Key` they were made with.
+    keys: HashMap<IdempotencyKey, String>,
 }
 
 /// The queue, the job table and the finished results. Shared as `Arc<JobQueue>` by the
@@ -250,12 +257,30 @@ impl JobQueue {
 
     /// Accepts a job or refuses it (queue full, or its owner's limit of jobs in flight
     /// reached: 429; shutting down: 503).
-    pub fn submit(&self, request: JobRequest) -> Result<JobView, ApiError> {
+    pub fn submit(&self, request: JobRequest) -> Result<JobView, JobError> {
+        self.submit_keyed(request, None)
+    }
+
+    /// [`submit`](Self::submit), where the owner's same `key` answers the job it first
+    /// made (while that job is kept) instead of making another.
+    pub fn submit_keyed(
+        &self,
+        request: JobRequest,
+        key: Option<String>,
+    ) -> Result<JobView, JobError> {
         let mut inner = self.lock();
         if inner.draining {
-            return Err(ApiError::shutting_down());
+            return Err(JobError::shutting_down());
         }
         self.sweep(&mut inner, self.config.clock.now());
+        let key = key.map(|k| (request.owner.as_ref().map(|o| Arc::clone(&o.name)), k));
+        if let Some(job) = key
+            .as_ref()
+            .and_then(|k| inner.keys.get(k))
+            .and_then(|id| inner.jobs.get(id))
+        {
+            return Ok(job.view.borrow().clone());
+        }
         if let Some(owner) = &request.owner {
             let in_flight = inner
                 .jobs
@@ -265,7 +290,7 @@ impl JobQueue {
             if in_flight >= owner.max_in_flight {
                 metrics::counter!("superres_rejected_total", "reason" => "key_limit").increment(1);
                 let retry = self.retry_after_secs(&inner);
-                return Err(ApiError::too_many_jobs(
+                return Err(JobError::too_many_jobs(
                     &owner.name,
                     owner.max_in_flight,
                     retry,
@@ -276,7 +301,7 @@ impl JobQueue {
         if inner.pending.len() >= self.config.queue_size + idle_workers {
             metrics::counter!("superres_rejected_total", "reason" => "queue_full").increment(1);
             let retry = self.retry_after_secs(&inner);
-            return Err(ApiError::queue_full(inner.pending.len(), retry));
+            return Err(JobError::queue_full(inner.pending.len(), retry));
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let view = JobView {
@@ -303,8 +328,12 @@ impl JobQueue {
                 finished_order: 0,
                 forget_when_done: false,
                 owner: request.owner.map(|o| o.name),
+                key: key.clone(),
             },
         );
+        if let Some(key) = key {
+            inner.keys.insert(key, id.clone());
+        }
         inner.pending.push_back(id);
         publish_depth(&inner);
         drop(inner);
@@ -313,12 +342,12 @@ impl JobQueue {
     }
 
     /// Accepts a job whose submitter waits for its outcome (`/enhance`).
-    pub fn submit_and_wait(self: &Arc<Self>, request: JobRequest) -> Result<Ticket, ApiError> {
+    pub fn submit_and_wait(self: &Arc<Self>, request: JobRequest) -> Result<Ticket, JobError> {
         let owner = request.owner.as_ref().map(|o| Arc::clone(&o.name));
         let view = self.submit(request)?;
         let receiver = self
             .subscribe(&view.id, owner.as_deref())
-            .ok_or_else(|| ApiError::internal("the job vanished as it was accepted"))?;
+            .ok_or_else(|| JobError::internal("the job vanished as it was accepted"))?;
         Ok(Ticket {
             queue: Arc::clone(self),
             id: view.id,
@@ -357,10 +386,10 @@ impl JobQueue {
 
     /// A finished job's result: 404 unknown (or not `owner`'s), 409 not done (or
     /// cancelled), the job's own error when it failed.
-    pub fn result(&self, id: &str, owner: Option<&str>) -> Result<Arc<JobOutput>, ApiError> {
+    pub fn result(&self, id: &str, owner: Option<&str>) -> Result<Arc<JobOutput>, JobError> {
         let mut inner = self.lock();
         self.sweep(&mut inner, self.config.clock.now());
-        let job = Self::visible(&inner, id, owner).ok_or_else(|| ApiError::job_not_found(id))?;
+        let job = Self::visible(&inner, id, owner).ok_or_else(|| JobError::not_found(id))?;
         match &job.outcome {
             Some(Ok(output)) => Ok(Arc::clone(output)),
             Some(Err(e)) if job.status() == JobStatus::Cancelled => Err(e.clone()),
@@ -371,7 +400,7 @@ impl JobQueue {
                     Some(p) => format!("queued with {p} job(s) ahead"),
                     None => format!("running, {:.0}% done", view.progress * 100.0),
                 };
-                Err(ApiError::conflict(
+                Err(JobError::new(
                     "not_done",
                     format!("job '{id}' has no result yet: it is {where_}"),
                 ))
@@ -382,9 +411,9 @@ impl JobQueue {
     /// Cancels a job: a queued one leaves the queue at once, a running one stops at its next
     /// tile; a finished one is forgotten with its result. Answers the view after the change;
     /// 404 for a job `owner` may not see.
-    pub fn cancel(&self, id: &str, owner: Option<&str>) -> Result<JobView, ApiError> {
+    pub fn cancel(&self, id: &str, owner: Option<&str>) -> Result<JobView, JobError> {
         let mut inner = self.lock();
-        let job = Self::visible(&inner, id, owner).ok_or_else(|| ApiError::job_not_found(id))?;
+        let job = Self::visible(&inner, id, owner).ok_or_else(|| JobError::not_found(id))?;
         let status = job.status();
         let view = match status {
             JobStatus::Queued => {
@@ -392,7 +421,7 @@ impl JobQueue {
                 let job = inner
                     .jobs
                     .get_mut(id)
-                    .ok_or_else(|| ApiError::job_not_found(id))?;
+                    .ok_or_else(|| JobError::not_found(id))?;
                 job.input = None;
                 job.outcome = Some(Err(cancelled()));
                 job.finished_at = Some(self.config.clock.now());
@@ -443,17 +472,20 @@ impl JobQueue {
 
     /// Removes a finished job and hands its outcome over (`/enhance` keeps no results). Its
     /// result leaves the store's count with it.
-    fn take(&self, id: &str) -> Result<Arc<JobOutput>, ApiError> {
+    fn take(&self, id: &str) -> Result<Arc<JobOutput>, JobError> {
         let mut inner = self.lock();
         let outcome = match inner.jobs.remove(id) {
             Some(mut job) => {
+                if let Some(key) = &job.key {
+                    inner.keys.remove(key);
+                }
                 inner.stored_bytes = inner.stored_bytes.saturating_sub(job.result_len());
                 publish_store(&inner);
                 job.outcome.take()
             }
             None => None,
         };
-        outcome.unwrap_or_else(|| Err(ApiError::internal("the job ended without an outcome")))
+        outcome.unwrap_or_else(|| Err(JobError::internal("the job ended without an outcome")))
     }
 
     /// Bytes of results the store holds now.
@@ -463,6 +495,9 @@ impl JobQueue {
 
     fn remove(&self, inner: &mut Inner, id: &str) {
         if let Some(job) = inner.jobs.remove(id) {
+            if let Some(key) = &job.key {
+                inner.keys.remove(key);
+            }
             inner.stored_bytes = inner.stored_bytes.saturating_sub(job.result_len());
             publish_store(inner);
         }
@@ -511,7 +546,7 @@ impl JobQueue {
     }
 
     /// Records a worker's outcome for a job.
-    pub fn finish(&self, id: &str, outcome: Result<JobOutput, ApiError>, run_time: Duration) {
+    pub fn finish(&self, id: &str, outcome: Result<JobOutput, JobError>, run_time: Duration) {
         let mut inner = self.lock();
         inner.running = inner.running.saturating_sub(1);
         inner.finished += 1;
@@ -685,8 +720,8 @@ impl JobQueue {
     }
 }
 
-fn cancelled() -> ApiError {
-    ApiError::conflict("cancelled", "the job was cancelled")
+fn cancelled() -> JobError {
+    JobError::cancelled()
 }
 
 fn publish_depth(inner: &Inner) {
@@ -713,7 +748,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// Waits for the job to end and answers its result.
-    pub async fn outcome(mut self) -> Result<Arc<JobOutput>, ApiError> {
+    pub async fn outcome(mut self) -> Result<Arc<JobOutput>, JobError> {
         loop {
             if self.receiver.borrow_and_update().status.is_terminal() {
                 self.settled = true;
@@ -721,7 +756,7 @@ impl Ticket {
             }
             if self.receiver.changed().await.is_err() {
                 self.settled = true;
-                return Err(ApiError::internal("the job was dropped before it ended"));
+                return Err(JobError::internal("the job was dropped before it ended"));
             }
         }
     }
@@ -732,5 +767,106 @@ impl Drop for Ticket {
         if !self.settled {
             self.queue.abandon(&self.id);
         }
+    }
+}
+
+/// This process's queue as the handlers' [`JobBackend`]: the default, with no broker.
+pub struct LocalBackend {
+    queue: Arc<JobQueue>,
+}
+
+impl LocalBackend {
+    pub fn new(queue: Arc<JobQueue>) -> LocalBackend {
+        LocalBackend { queue }
+    }
+}
+
+/// An answer that is ready now, as a backend future.
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl JobBackend for LocalBackend {
+    fn config(&self) -> &QueueConfig {
+        self.queue.config()
+    }
+
+    fn submit(
+        &self,
+        request: JobRequest,
+        idempotency_key: Option<String>,
+    ) -> BoxFuture<'_, Result<JobView, JobError>> {
+        ready(self.queue.submit_keyed(request, idempotency_key))
+    }
+
+    fn run(&self, request: JobRequest) -> BoxFuture<'_, Result<Arc<JobOutput>, JobError>> {
+        let ticket = self.queue.submit_and_wait(request);
+        Box::pin(async move { ticket?.outcome().await })
+    }
+
+    fn view<'a>(
+        &'a self,
+        id: &'a str,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<JobView, JobError>> {
+        ready(
+            self.queue
+                .view(id, owner)
+                .ok_or_else(|| JobError::not_found(id)),
+        )
+    }
+
+    fn events<'a>(
+        &'a self,
+        id: &'a str,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<ViewStream, JobError>> {
+        let stream = self.queue.subscribe(id, owner).map(|receiver| {
+            let views = futures_util::stream::unfold(Some((receiver, true)), |state| async move {
+                let (mut receiver, first) = state?;
+                // A closed channel means the job was forgotten (expired or deleted).
+                if !first && receiver.changed().await.is_err() {
+                    return None;
+                }
+                let view = receiver.borrow_and_update().clone();
+                let next = (!view.status.is_terminal()).then_some((receiver, false));
+                Some((view, next))
+            });
+            Box::pin(views) as ViewStream
+        });
+        ready(stream.ok_or_else(|| JobError::not_found(id)))
+    }
+
+    fn result<'a>(
+        &'a self,
+        id: &'a str,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Arc<JobOutput>, JobError>> {
+        ready(self.queue.result(id, owner))
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        id: &'a str,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<JobView, JobError>> {
+        ready(self.queue.cancel(id, owner))
+    }
+
+    fn depth(&self) -> BoxFuture<'_, Result<Depth, JobError>> {
+        let (queued, running) = self.queue.depth();
+        ready(Ok(Depth {
+            queued,
+            running,
+            workers: self.queue.config().workers,
+        }))
+    }
+
+    fn takes_video(&self) -> bool {
+        true
+    }
+
+    fn is_draining(&self) -> bool {
+        self.queue.is_draining()
     }
 }

@@ -21,11 +21,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{Access, KeyFile};
+use crate::broker::worker::ClusterWorkers;
+use crate::broker::{Broker, BrokerError, RedisBackend};
 use crate::config::Settings;
 use crate::http::{FullReload, reload_all, router};
+use crate::jobs::JobBackend;
 use crate::media::VideoUploads;
 use crate::models::{ModelRegistry, ModelSetup};
-use crate::queue::{JobQueue, QueueConfig, RequestLimits};
+use crate::queue::{JobQueue, LocalBackend, QueueConfig, RequestLimits};
 use crate::state::{AppState, HttpLimits};
 use crate::telemetry;
 use crate::worker::{Pipeline, Upscaler, WorkerPool};
@@ -43,6 +46,8 @@ pub enum ServerError {
     Keys(String),
     #[error("cannot make the folder for video uploads: {0}")]
     Videos(#[source] std::io::Error),
+    #[error("{0}")]
+    Broker(#[from] BrokerError),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
     #[error("the server failed: {0}")]
@@ -59,11 +64,21 @@ pub struct ShutdownReport {
     pub drain_time: Duration,
 }
 
+/// This node's part in a cluster.
+struct Cluster {
+    broker: Arc<Broker>,
+    /// Present on worker nodes (`--role worker` or `all`).
+    workers: Option<ClusterWorkers>,
+}
+
 /// A bound, not yet serving, server.
 pub struct Server {
     listener: TcpListener,
     settings: Settings,
     state: AppState,
+    /// This process's queue: the jobs' home without a broker, drained at shutdown.
+    queue: Arc<JobQueue>,
+    cluster: Option<Cluster>,
     workers: WorkerPool,
     shutdown: watch::Sender<bool>,
 }
@@ -212,7 +227,14 @@ impl Server {
             encode: EncodeOptions::default(),
             clock: settings.clock.clone(),
         }));
-        let workers = WorkerPool::start(Arc::clone(&queue), upscaler, settings.workers.max(1))
+        // In a cluster the workers read the shared streams instead (below); the local queue
+        // stays empty.
+        let local_workers = if settings.broker.is_some() {
+            0
+        } else {
+            settings.workers.max(1)
+        };
+        let workers = WorkerPool::start(Arc::clone(&queue), Arc::clone(&upscaler), local_workers)
             .map_err(ServerError::Workers)?;
         let preloaded = matches!(models, ModelSetup::Loaded { .. });
         let registry = Arc::new(ModelRegistry::new(models));
@@ -246,8 +268,32 @@ impl Server {
             .transpose()
             .map_err(ServerError::Videos)?
             .map(Arc::new);
+        let (jobs, cluster): (Arc<dyn JobBackend>, Option<Cluster>) = match &settings.broker {
+            None => (Arc::new(LocalBackend::new(Arc::clone(&queue))), None),
+            Some(b) => {
+                let broker = Arc::new(
+                    Broker::new(b.clone(), queue.config().clone()).map_err(ServerError::Broker)?,
+                );
+                let workers = b.role.runs_jobs().then(|| {
+                    ClusterWorkers::start(
+                        Arc::clone(&broker),
+                        Arc::clone(&registry),
+                        Arc::clone(&upscaler),
+                        settings.workers.max(1),
+                    )
+                });
+                tracing::info!(
+                    role = b.role.as_str(),
+                    node = %b.node,
+                    broker = %b.url,
+                    "cluster node"
+                );
+                let backend = Arc::new(RedisBackend::new(Arc::clone(&broker)));
+                (backend, Some(Cluster { broker, workers }))
+            }
+        };
         let state = AppState {
-            queue,
+            jobs,
             models: registry,
             metrics: telemetry::prometheus(),
             http: HttpLimits {
@@ -258,11 +304,17 @@ impl Server {
             access,
             videos,
         };
+        if let Some(b) = &settings.broker {
+            // After the recorder is installed (with the state's metrics handle).
+            metrics::gauge!("superres_node_info", "role" => b.role.as_str()).set(1.0);
+        }
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             listener,
             settings,
             state,
+            queue,
+            cluster,
             workers,
             shutdown,
         })
@@ -291,10 +343,11 @@ impl Server {
             listener,
             settings,
             state,
+            queue,
+            cluster,
             workers,
             shutdown,
         } = self;
-        let queue = Arc::clone(&state.queue);
         let warning = listener
             .local_addr()
             .ok()
@@ -309,9 +362,13 @@ impl Server {
         let mut requested = shutdown.subscribe();
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<u64>();
         let draining_queue = Arc::clone(&queue);
+        let draining_broker = cluster.as_ref().map(|c| Arc::clone(&c.broker));
         let graceful = async move {
             let _ = requested.wait_for(|stop| *stop).await;
             draining_queue.begin_drain();
+            if let Some(broker) = draining_broker {
+                broker.begin_drain();
+            }
             let _ = drain_tx.send(draining_queue.finished_count());
         };
         let serve = axum::serve(listener, app)
@@ -331,6 +388,10 @@ impl Server {
             finished = drain_rx => finished.unwrap_or_else(|_| queue.finished_count()),
         };
         let started = Instant::now();
+        // A cluster worker stops at once: its running jobs go back to the queue for another.
+        if let Some(workers) = cluster.and_then(|c| c.workers) {
+            workers.stop().await;
+        }
         let drain = settings.drain_timeout;
         let drained = tokio::time::timeout(drain, queue.wait_idle()).await.is_ok();
         let abandoned = if drained {

@@ -12,14 +12,15 @@ use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Access;
+use crate::jobs::JobBackend;
 use crate::media::VideoUploads;
 use crate::models::ModelRegistry;
-use crate::queue::JobQueue;
 
 /// Everything a handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub queue: Arc<JobQueue>,
+    /// Where jobs live: this process's queue, or the cluster's.
+    pub jobs: Arc<dyn JobBackend>,
     pub models: Arc<ModelRegistry>,
     pub metrics: PrometheusHandle,
     pub http: HttpLimits,

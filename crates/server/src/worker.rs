@@ -24,8 +24,9 @@ use superres_upscale::{Model, Options, Progress, UpscaleError};
 use superres_video::{VideoError, VideoOptions, upscale_video};
 
 use crate::error::ApiError;
+use crate::jobs::JobError;
 use crate::media::{Container, Format, Media, VideoFile};
-use crate::queue::{JobOutput, JobQueue, Task, Timings};
+use crate::queue::{JobOutput, JobQueue, QueueConfig, Task, Timings};
 
 /// Runs a model over an image. `progress` is called after every tile; `false` from it asks
 /// the run to stop (cancel or timeout).
@@ -102,35 +103,43 @@ impl Drop for WorkerPool {
 fn work(queue: &JobQueue, upscaler: &dyn Upscaler) {
     while let Some(task) = queue.next_task() {
         let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| run(queue, upscaler, &task)))
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown cause".into());
-                tracing::error!(job = %task.id, model = %task.model.name(), "model run panicked: {what}");
-                Err(ApiError::internal(format!(
-                    "the model run failed unexpectedly ({what}); the server keeps running"
-                )))
-            });
+        let outcome = run_guarded(queue.config(), upscaler, &task);
         let run_time = started.elapsed();
         if outcome.is_ok() {
             metrics::histogram!("superres_run_seconds", "model" => task.model.name().to_string())
                 .record(run_time.as_secs_f64());
         }
-        queue.finish(&task.id, outcome, run_time);
+        queue.finish(&task.id, outcome.map_err(JobError::from), run_time);
     }
 }
 
+/// [`run`] inside `catch_unwind`: a panic in a model run fails that job only.
+pub(crate) fn run_guarded(
+    config: &QueueConfig,
+    upscaler: &dyn Upscaler,
+    task: &Task,
+) -> Result<JobOutput, ApiError> {
+    catch_unwind(AssertUnwindSafe(|| run(config, upscaler, task))).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        tracing::error!(job = %task.id, model = %task.model.name(), "model run panicked: {what}");
+        Err(ApiError::internal(format!(
+            "the model run failed unexpectedly ({what}); the server keeps running"
+        )))
+    })
+}
+
 /// One job, on a worker thread: an image or a video.
-fn run(queue: &JobQueue, upscaler: &dyn Upscaler, task: &Task) -> Result<JobOutput, ApiError> {
+fn run(config: &QueueConfig, upscaler: &dyn Upscaler, task: &Task) -> Result<JobOutput, ApiError> {
     match (&task.media, task.format) {
         (Media::Image(bytes), Format::Image(format)) => {
-            run_image(queue, upscaler, task, bytes, format)
+            run_image(config, upscaler, task, bytes, format)
         }
         (Media::Video(file), Format::Video(container)) => {
-            run_video(queue, upscaler, task, file, container)
+            run_video(config, upscaler, task, file, container)
         }
         _ => Err(ApiError::internal(
             "the job's result format does not fit its upload",
@@ -140,13 +149,12 @@ fn run(queue: &JobQueue, upscaler: &dyn Upscaler, task: &Task) -> Result<JobOutp
 
 /// Decode, upscale, encode.
 fn run_image(
-    queue: &JobQueue,
+    config: &QueueConfig,
     upscaler: &dyn Upscaler,
     task: &Task,
     bytes: &[u8],
     format: OutputFormat,
 ) -> Result<JobOutput, ApiError> {
-    let config = queue.config();
     let mut timings = Timings {
         queue: task.queue_wait,
         ..Timings::default()
@@ -156,7 +164,7 @@ fn run_image(
     timings.decode = stage.elapsed();
 
     let stage = Instant::now();
-    let upscaled = upscale_one(queue, upscaler, task, &image, &mut |fraction| {
+    let upscaled = upscale_one(config, upscaler, task, &image, &mut |fraction| {
         task.view.send_modify(|v| v.progress = fraction);
     })?;
     timings.upscale = stage.elapsed();
@@ -179,13 +187,12 @@ fn run_image(
 /// bounds each image, and so each frame of a video) and stopping when the job is
 /// cancelled. `progress` gets the fraction of its tiles done.
 fn upscale_one(
-    queue: &JobQueue,
+    config: &QueueConfig,
     upscaler: &dyn Upscaler,
     task: &Task,
     image: &Image,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Image, ApiError> {
-    let config = queue.config();
     let deadline = Instant::now() + config.job_timeout;
     let mut timed_out = false;
     if task.cancel.load(Ordering::Relaxed) {
@@ -222,7 +229,7 @@ fn upscale_one(
 /// `upscaled.<ext>` in the job's folder. Progress counts frames, and the tiles of the frame
 /// being run; a cancel stops at the next tile.
 fn run_video(
-    queue: &JobQueue,
+    config: &QueueConfig,
     upscaler: &dyn Upscaler,
     task: &Task,
     input: &VideoFile,
@@ -251,7 +258,7 @@ fn run_video(
     let mut pixels = 0u64;
     let mut frame = |image: Image| -> Result<Image, String> {
         pixels += image.pixel_count() as u64;
-        upscale_one(queue, upscaler, task, &image, &mut |f| show(done.get(), f)).map_err(|e| {
+        upscale_one(config, upscaler, task, &image, &mut |f| show(done.get(), f)).map_err(|e| {
             let message = e.message().to_string();
             failure = Some(e);
             message

@@ -1,0 +1,592 @@
+//! The cluster as it is deployed: a real `redis-server` (AOF on) and several `superres serve`
+//! processes of this build in the roles `api` and `worker`, sharing a blob folder. Nodes
+//! are killed, stopped and restarted with signals, Redis too, and every job must still
+//! complete exactly once with the right image.
+//!
+//! Needs Debian's `redis-server`; without it the tests skip with a message, except under CI,
+//! where they fail.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+/// How long a test waits for a state before it fails (far beyond what any step takes).
+const BOUND: Duration = Duration::from_secs(90);
+
+fn redis_or_skip() -> bool {
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok || !superres_testdata::video::in_ci(),
+        "CI: redis-server is not installed (apt-get install redis-server)"
+    );
+    if !ok {
+        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+    }
+    ok
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("superres-cluster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name}");
+}
+
+/// A Redis server of the test's own, with an append-only file.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start(dir: &Path, port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--maxmemory-policy", "noeviction"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Redis {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = std::time::Instant::now() + BOUND;
+        while redis.cli(&["PING"]) != "PONG" {
+            assert!(std::time::Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One `redis-cli` command's answer, trimmed.
+    fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn job_field(&self, id: &str, field: &str) -> String {
+        self.cli(&["HGET", &format!("superres:job:{id}"), field])
+    }
+
+    /// Stops it cleanly (the append-only file is complete) and answers its folder.
+    fn stop(mut self) -> (PathBuf, u16) {
+        signal(&self.child, "TERM");
+        let _ = self.child.wait();
+        (self.dir.clone(), self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `superres serve` process of this build.
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Node {
+    fn start(redis: &str, role: &str, blobs: &Path, extra: &[&str]) -> Node {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_superres"))
+            .arg("serve")
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--broker", redis, "--role", role])
+            .arg("--blob-store")
+            .arg(format!("file://{}", blobs.display()))
+            .args(["--device", "cpu", "--visibility-timeout-secs", "2"])
+            .args(extra)
+            .env("SUPERRES_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("superres serve starts");
+        Node {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Its consumer name in the cluster: `<host>-<pid>`.
+    fn is(&self, worker: &str) -> bool {
+        worker.ends_with(&format!("-{}", self.child.id()))
+    }
+
+    /// Stops it (SIGTERM) and answers what it logged.
+    fn stop(mut self) -> String {
+        signal(&self.child, "TERM");
+        let _ = self.child.wait();
+        let mut log = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut log);
+        }
+        log
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it answers `Some`; fails naming `what` after [`BOUND`].
+async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {BOUND:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn ready(http: &reqwest::Client, node: &Node) {
+    let url = node.url("/readyz");
+    until("a node to be ready", || {
+        let r = http.get(&url).send();
+        async move { r.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+    })
+    .await;
+}
+
+/// A gradient PNG of `w`×`h`.
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 13 % 256) as u8,
+            ((x + y) % 256) as u8,
+        ])
+    });
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn form(bytes: &[u8]) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(bytes.to_vec())
+            .file_name("photo.png")
+            .mime_str("image/png")
+            .unwrap(),
+    )
+}
+
+async fn submit(
+    http: &reqwest::Client,
+    node: &Node,
+    image: &[u8],
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = http.post(node.url("/v1/jobs")).multipart(form(image));
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.expect("a submission")
+}
+
+async fn submit_id(http: &reqwest::Client, node: &Node, image: &[u8]) -> String {
+    let r = submit(http, node, image, None).await;
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+async fn view(http: &reqwest::Client, node: &Node, id: &str) -> serde_json::Value {
+    let r = http
+        .get(node.url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
+}
+
+async fn wait_status(
+    http: &reqwest::Client,
+    node: &Node,
+    id: &str,
+    wanted: &str,
+) -> serde_json::Value {
+    until(&format!("job {id} to be {wanted}"), || async {
+        let v = view(http, node, id).await;
+        (v["status"] == wanted).then_some(v)
+    })
+    .await
+}
+
+async fn result(http: &reqwest::Client, node: &Node, id: &str) -> Vec<u8> {
+    let r = http
+        .get(node.url(&format!("/v1/jobs/{id}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "result of {id}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let img = image::load_from_memory(bytes).expect("a PNG");
+    (img.width(), img.height())
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Enough work per job that a test can act while it runs: many tiles of the built-in
+/// model.
+const SLOW: &[&str] = &["--tile", "16"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_no_job_and_a_stopped_one_cannot_deliver_late() {
+    if !redis_or_skip() {
+        return;
+    }
+    let dir = temp_dir("workers");
+    let redis = Redis::start(&dir, free_port());
+    let blobs = dir.join("blobs");
+    let http = client();
+    let api = Node::start(&redis.url(), "api", &blobs, &[]);
+    let w1 = Node::start(&redis.url(), "worker", &blobs, SLOW);
+    let w2 = Node::start(&redis.url(), "worker", &blobs, SLOW);
+    for node in [&api, &w1, &w2] {
+        ready(&http, node).await;
+    }
+    let image = png(240, 160);
+
+    // SIGKILL: the job a worker held is reclaimed by the other and completes once.
+    let ids: Vec<String> =
+        futures_util::future::join_all((0..3).map(|_| submit_id(&http, &api, &image))).await;
+    let (victim, job) = until("a job to be running on a worker", || async {
+        for id in &ids {
+            let worker = redis.job_field(id, "worker");
+            let progress: f64 = redis.job_field(id, "progress").parse().unwrap_or(0.0);
+            if progress > 0.0 && redis.job_field(id, "status") == "running" {
+                return Some((worker, id.clone()));
+            }
+        }
+        None
+    })
+    .await;
+    let (w1, w2) = if w1.is(&victim) { (w1, w2) } else { (w2, w1) };
+    assert!(w1.is(&victim), "{victim} is one of the two workers");
+    drop(w1); // SIGKILL
+    let mut first = None;
+    for id in &ids {
+        let v = wait_status(&http, &api, id, "done").await;
+        assert_eq!(v["progress"], 1.0);
+        let out = result(&http, &api, id).await;
+        assert_eq!(png_size(&out), (720, 480));
+        match &first {
+            None => first = Some(out),
+            Some(f) => assert_eq!(f, &out, "every job's image is the same image's result"),
+        }
+    }
+    assert_eq!(
+        redis.job_field(&job, "attempts"),
+        "2",
+        "the killed worker's job ran twice"
+    );
+    assert!(
+        w2.is(&redis.job_field(&job, "worker")),
+        "and finished on the other worker"
+    );
+
+    // SIGSTOP past the visibility timeout: the job moves on; the late result is refused.
+    let w3 = Node::start(&redis.url(), "worker", &blobs, SLOW);
+    ready(&http, &w3).await;
+    // Long enough (many tiles) to be still running when its worker is stopped.
+    let id = submit_id(&http, &api, &png(960, 720)).await;
+    let holder = until("the job to be running", || async {
+        let progress: f64 = redis.job_field(&id, "progress").parse().unwrap_or(0.0);
+        (progress > 0.0).then(|| redis.job_field(&id, "worker"))
+    })
+    .await;
+    let (stopped, other) = if w2.is(&holder) { (w2, w3) } else { (w3, w2) };
+    signal(&stopped.child, "STOP");
+    assert_eq!(
+        redis.job_field(&id, "status"),
+        "running",
+        "stopped while it runs"
+    );
+    until("another worker to take the job", || async {
+        (redis.job_field(&id, "fence") == "2").then_some(())
+    })
+    .await;
+    signal(&stopped.child, "CONT");
+    let v = wait_status(&http, &api, &id, "done").await;
+    assert_eq!(v["status"], "done");
+    assert!(
+        other.is(&redis.job_field(&id, "worker")),
+        "the live worker's result stands"
+    );
+    assert_eq!(
+        redis.job_field(&id, "result"),
+        format!("results/{id}-2.png")
+    );
+    assert_eq!(png_size(&result(&http, &api, &id).await), (2880, 2160));
+    let log = stopped.stop();
+    assert!(
+        log.contains("given to another worker") || log.contains("late result was refused"),
+        "the stopped worker was told its result is not wanted: {log}"
+    );
+    let left: Vec<_> = std::fs::read_dir(blobs.join("results"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&id))
+        .collect();
+    assert_eq!(left, [format!("{id}-2.png")], "one result per job");
+    other.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_serves_any_job_and_back_pressure_is_shared() {
+    if !redis_or_skip() {
+        return;
+    }
+    let dir = temp_dir("nodes");
+    let redis = Redis::start(&dir, free_port());
+    let blobs = dir.join("blobs");
+    let http = client();
+    // A has a model no worker has.
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../import/tests/fixtures/srvgg_compact_x4.onnx");
+    std::fs::copy(fixture, models.join("extra.onnx")).unwrap();
+    let models_flag = models.display().to_string();
+    let a = Node::start(
+        &redis.url(),
+        "api",
+        &blobs,
+        &["--queue-size", "1", "--models", &models_flag],
+    );
+    let b = Node::start(&redis.url(), "api", &blobs, &["--queue-size", "1"]);
+    let w = Node::start(
+        &redis.url(),
+        "worker",
+        &blobs,
+        &["--tile", "8", "--workers", "1"],
+    );
+    for node in [&a, &b, &w] {
+        ready(&http, node).await;
+    }
+    let small = png(24, 16);
+
+    // Submitted on A, watched (SSE) and fetched on B.
+    let id = submit_id(&http, &a, &small).await;
+    let r = http
+        .get(b.url(&format!("/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(BOUND, body.next())
+        .await
+        .expect("an event")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if text.contains("\"status\":\"done\"") {
+            break;
+        }
+    }
+    assert!(text.contains("\"status\":\"done\""), "{text}");
+    assert_eq!(png_size(&result(&http, &b, &id).await), (72, 48));
+
+    // The same Idempotency-Key on A and B is one job.
+    let first: serde_json::Value = submit(&http, &a, &small, Some("k-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let again = submit(&http, &b, &small, Some("k-1")).await;
+    assert_eq!(again.status(), 202);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"], "one job for one key");
+    wait_status(&http, &a, first["id"].as_str().unwrap(), "done").await;
+
+    // A queue filled through A: B answers 429 with Retry-After. One slot runs a slow job,
+    // one waits (--queue-size 1); the third is refused.
+    let big = png(320, 240);
+    let running = submit_id(&http, &a, &big).await;
+    wait_status(&http, &a, &running, "running").await;
+    let waiting = submit_id(&http, &a, &big).await;
+    let refused = submit(&http, &b, &big, None).await;
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "queue_full");
+
+    // Cancelled on B, whichever node took it.
+    let r = http
+        .delete(b.url(&format!("/v1/jobs/{waiting}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_status(&http, &a, &waiting, "cancelled").await;
+    let r = http
+        .get(a.url(&format!("/v1/jobs/{waiting}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    wait_status(&http, &b, &running, "done").await;
+
+    // /enhance through the cluster, unchanged.
+    let r = http
+        .post(b.url("/enhance"))
+        .multipart(form(&small))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(png_size(&r.bytes().await.unwrap()), (72, 48));
+
+    // A model no worker has fails fast.
+    let r = http
+        .post(a.url("/v1/jobs"))
+        .multipart(form(&small).text("model", "extra"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = (r.status(), r.json::<serde_json::Value>().await.unwrap());
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (503, Some("no_worker")),
+        "{body}"
+    );
+
+    // /metrics on every node, with its role.
+    for (node, role) in [(&a, "api"), (&w, "worker")] {
+        let text = http
+            .get(node.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains(&format!("superres_node_info{{role=\"{role}\"}} 1")),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_loses_no_accepted_job() {
+    if !redis_or_skip() {
+        return;
+    }
+    let dir = temp_dir("restart");
+    let redis = Redis::start(&dir, free_port());
+    let blobs = dir.join("blobs");
+    let http = client();
+    let api = Node::start(&redis.url(), "api", &blobs, &[]);
+    let worker = Node::start(
+        &redis.url(),
+        "worker",
+        &blobs,
+        &["--tile", "16", "--workers", "1"],
+    );
+    ready(&http, &api).await;
+    ready(&http, &worker).await;
+    let image = png(160, 120);
+    let ids: Vec<String> =
+        futures_util::future::join_all((0..3).map(|_| submit_id(&http, &api, &image))).await;
+
+    let (dir, port) = redis.stop();
+    let r = http.get(api.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "not ready without Redis");
+    let r = submit(&http, &api, &image, None).await;
+    let (status, body) = (r.status(), r.json::<serde_json::Value>().await.unwrap());
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (503, Some("broker_unavailable")),
+        "{body}"
+    );
+
+    let redis = Redis::start(&dir, port);
+    ready(&http, &api).await;
+    for id in &ids {
+        wait_status(&http, &api, id, "done").await;
+        assert_eq!(png_size(&result(&http, &api, id).await), (480, 360));
+    }
+    assert_eq!(redis.cli(&["HGET", "superres:stats", "queued"]), "0");
+    assert_eq!(redis.cli(&["HGET", "superres:stats", "running"]), "0");
+}
