@@ -161,7 +161,8 @@ struct ClusterArgs {
     /// [default: all].
     #[arg(long, env = "SUPERRES_ROLE")]
     role: Option<Role>,
-    /// Where the cluster keeps uploads and results: `file:///DIR`, a folder every node sees.
+    /// Where the cluster keeps uploads and results: `file:///DIR` (a folder every node
+    /// sees) or `s3://BUCKET[/PREFIX]` (credentials and endpoint from `AWS_*` variables).
     #[arg(long, env = "SUPERRES_BLOB_STORE", value_name = "URL")]
     blob_store: Option<String>,
     /// A running job whose worker is silent this long is given to another, in seconds

@@ -141,7 +141,12 @@ impl Node {
             .args(["--broker", redis, "--role", role])
             .arg("--blob-store")
             .arg(format!("file://{}", blobs.display()))
-            .args(["--device", "cpu", "--visibility-timeout-secs", "2"])
+            .args(["--device", "cpu"])
+            .args(if extra.contains(&"--visibility-timeout-secs") {
+                &[][..]
+            } else {
+                &["--visibility-timeout-secs", "2"][..]
+            })
             .args(extra)
             .env("SUPERRES_LOG", "warn")
             .stdout(Stdio::null())
@@ -589,4 +594,85 @@ async fn a_redis_restart_loses_no_accepted_job() {
     }
     assert_eq!(redis.cli(&["HGET", "superres:stats", "queued"]), "0");
     assert_eq!(redis.cli(&["HGET", "superres:stats", "running"]), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_nodes_hand_back_and_drain_and_results_expire_with_their_blobs() {
+    if !redis_or_skip() {
+        return;
+    }
+    let dir = temp_dir("stopping");
+    let redis = Redis::start(&dir, free_port());
+    let blobs = dir.join("blobs");
+    let http = client();
+    // A visibility timeout far beyond the test: a job that moves on was handed back.
+    let slow = [
+        "--tile",
+        "16",
+        "--visibility-timeout-secs",
+        "600",
+        "--result-ttl-secs",
+        "1",
+    ];
+    let api = Node::start(&redis.url(), "api", &blobs, &["--result-ttl-secs", "1"]);
+    let w1 = Node::start(&redis.url(), "worker", &blobs, &slow);
+    let w2 = Node::start(&redis.url(), "worker", &blobs, &slow);
+    for node in [&api, &w1, &w2] {
+        ready(&http, node).await;
+    }
+    // SIGTERM on a worker: its running job goes back to the queue at once.
+    let id = submit_id(&http, &api, &png(960, 720)).await;
+    let holder = until("the job to be running", || async {
+        let progress: f64 = redis.job_field(&id, "progress").parse().unwrap_or(0.0);
+        (progress > 0.0).then(|| redis.job_field(&id, "worker"))
+    })
+    .await;
+    let (leaving, staying) = if w1.is(&holder) { (w1, w2) } else { (w2, w1) };
+    let _ = leaving.stop();
+    wait_status(&http, &api, &id, "done").await;
+    assert!(staying.is(&redis.job_field(&id, "worker")));
+    assert_eq!(
+        redis.job_field(&id, "attempts"),
+        "1",
+        "a hand-back is not a lost attempt"
+    );
+    let result_key = redis.job_field(&id, "result");
+    assert!(blobs.join(&result_key).is_file());
+
+    // The result expires after its TTL, and its blob with it.
+    until("the result to expire", || async {
+        let r = http
+            .get(api.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 404).then_some(())
+    })
+    .await;
+    until("the result's blob to be deleted", || async {
+        (!blobs.join(&result_key).exists()).then_some(())
+    })
+    .await;
+
+    // SIGTERM on an API node: its open /enhance request still gets its image.
+    let enhance = tokio::spawn({
+        let http = http.clone();
+        let url = api.url("/enhance");
+        let image = png(480, 360);
+        async move { http.post(url).multipart(form(&image)).send().await }
+    });
+    until("the /enhance job to be running", || async {
+        let running = redis.cli(&["HGET", "superres:stats", "running"]);
+        (running == "1").then_some(())
+    })
+    .await;
+    signal(&api.child, "TERM");
+    let r = enhance
+        .await
+        .unwrap()
+        .expect("the open request is answered");
+    assert_eq!(r.status(), 200);
+    assert_eq!(png_size(&r.bytes().await.unwrap()), (1440, 1080));
+    let _ = api.stop();
+    staying.stop();
 }

@@ -136,7 +136,8 @@ config_layer! {
         pub broker: Option<String>,
         #[serde(default, deserialize_with = "parsed")]
         pub role: Option<Role>,
-        /// Where the cluster keeps images: `file:///DIR`, a folder every node sees.
+        /// Where the cluster keeps images: `file:///DIR` (a folder every node sees) or
+        /// `s3://BUCKET[/PREFIX]`.
         pub blob_store: Option<String>,
         pub visibility_timeout_secs: Option<u64>,
         pub max_attempts: Option<u32>,

@@ -221,6 +221,10 @@ pub(crate) async fn metrics_text(State(app): State<AppState>) -> impl IntoRespon
         Ok((_, precision, devices)) => record_devices(&devices, precision),
         Err(e) => tracing::warn!("{e}"),
     }
+    // The queue's figures (a cluster's shared ones included) as of now.
+    if let Err(e) = app.jobs.depth().await {
+        tracing::warn!("{e}");
+    }
     app.metrics.run_upkeep();
     (
         [(

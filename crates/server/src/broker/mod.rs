@@ -114,7 +114,8 @@ pub struct BrokerSettings {
     /// `redis://HOST:PORT[/DB]` (or `rediss://`, `redis+unix://`).
     pub url: String,
     pub role: Role,
-    /// `file:///DIR`: a folder every node sees (NFS, a shared volume).
+    /// `file:///DIR` (a folder every node sees: NFS, a shared volume) or
+    /// `s3://BUCKET[/PREFIX]`.
     pub blob_store: String,
     /// A running job whose worker has not been heard from for this long is given to
     /// another.
@@ -642,18 +643,36 @@ pub(crate) fn heartbeat_interval(visibility: Duration) -> Duration {
     (visibility / 3).clamp(Duration::from_millis(200), Duration::from_secs(10))
 }
 
-/// The blob store named by `--blob-store`.
+/// The blob store named by `--blob-store`: a shared folder, or an S3 bucket (and prefix)
+/// with its credentials, region and endpoint from the standard `AWS_*` variables
+/// (`AWS_ENDPOINT` for an S3-compatible store such as MinIO).
 fn blob_store(url: &str) -> Result<Arc<dyn ObjectStore>, BrokerError> {
     let bad = |why: String| BrokerError::BlobStore(url.to_string(), why);
-    let Some(dir) = url.strip_prefix("file://") else {
-        return Err(bad(
-            "expected file:///DIR, a folder every node of the cluster sees".into(),
-        ));
-    };
-    std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
-    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(Arc::new(store))
+    if let Some(dir) = url.strip_prefix("file://") {
+        std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| bad(e.to_string()))?;
+        return Ok(Arc::new(store));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("expected s3://BUCKET[/PREFIX]".into()));
+        }
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let prefix = prefix.trim_matches('/');
+        return Ok(if prefix.is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        });
+    }
+    Err(bad(
+        "expected file:///DIR (a folder every node sees) or s3://BUCKET[/PREFIX]".into(),
+    ))
 }
 
 /// The cluster as the handlers' [`JobBackend`].
@@ -807,7 +826,12 @@ mod tests {
                 .unwrap_err()
                 .contains("all, api or worker")
         );
-        assert!(blob_store("s3://bucket").is_err());
+        assert!(blob_store("ftp://host/x").is_err());
+        assert!(blob_store("s3:///prefix").is_err(), "no bucket");
+        let s3 = blob_store("s3://bucket").expect("an S3 store, made offline");
+        assert!(s3.to_string().contains("bucket"), "{s3}");
+        let prefixed = blob_store("s3://bucket/some/prefix/").expect("with a prefix");
+        assert!(prefixed.to_string().contains("some/prefix"), "{prefixed}");
         let dir = std::env::temp_dir().join(format!("superres-blobs-{}", std::process::id()));
         let url = format!("file://{}", dir.display());
         assert!(blob_store(&url).is_ok());

@@ -37,7 +37,7 @@ use crate::worker::{Upscaler, run_guarded};
 
 /// The running slots of a worker node.
 pub struct ClusterWorkers {
-    stop: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -49,20 +49,20 @@ impl ClusterWorkers {
         upscaler: Arc<dyn Upscaler>,
         slots: usize,
     ) -> ClusterWorkers {
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, _) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(heartbeat(
             Arc::clone(&broker),
             Arc::clone(&models),
             slots,
-            Arc::clone(&stop),
+            stop.subscribe(),
         )));
         for number in 0..slots {
             let slot = Slot {
                 broker: Arc::clone(&broker),
                 models: Arc::clone(&models),
                 upscaler: Arc::clone(&upscaler),
-                stop: Arc::clone(&stop),
+                stop: stop.subscribe(),
                 consumer: broker.settings().node.clone(),
             };
             tasks.push(tokio::spawn(async move {
@@ -75,7 +75,7 @@ impl ClusterWorkers {
 
     /// Stops taking jobs, hands running ones back, and waits for the slots.
     pub async fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.send_replace(true);
         for task in self.tasks {
             let _ = task.await;
         }
@@ -88,12 +88,12 @@ async fn heartbeat(
     broker: Arc<Broker>,
     models: Arc<ModelRegistry>,
     slots: usize,
-    stop: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let every = heartbeat_interval(broker.settings().visibility_timeout);
     let node = broker.settings().node.clone();
     let mut groups_made: Vec<String> = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
+    while !*stop.borrow() {
         let mut con = broker.con();
         let now = now_ms();
         let names: Vec<String> = models.names();
@@ -125,7 +125,10 @@ async fn heartbeat(
                 tracing::warn!("{e}");
             }
         }
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped(&mut stop) => {}
+        }
     }
     // Leaving: the cluster stops counting this node at once.
     let mut con = broker.con();
@@ -143,7 +146,7 @@ struct Slot {
     broker: Arc<Broker>,
     models: Arc<ModelRegistry>,
     upscaler: Arc<dyn Upscaler>,
-    stop: Arc<AtomicBool>,
+    stop: watch::Receiver<bool>,
     consumer: String,
 }
 
@@ -156,7 +159,7 @@ struct Entry {
 
 impl Slot {
     async fn run(self) {
-        while !self.stop.load(Ordering::SeqCst) {
+        while !self.stopping() {
             match self.next_entry().await {
                 Ok(Some(entry)) => self.handle(entry).await,
                 Ok(None) => {}
@@ -166,6 +169,10 @@ impl Slot {
                 }
             }
         }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
     }
 
     fn streams(&self) -> Vec<String> {
@@ -397,9 +404,12 @@ impl Slot {
         let mut stale = false;
         let mut handing_back = false;
         let mut progress: Option<f64> = None;
+        let mut stop = self.stop.clone();
         let outcome = loop {
             tokio::select! {
                 done = &mut run => break done,
+                // Stopping: the run is stopped at its next tile and handed back.
+                _ = stopped(&mut stop), if !handing_back => {}
                 changed = rx.changed() => {
                     if changed.is_ok() {
                         progress = Some(rx.borrow_and_update().progress);
@@ -409,7 +419,7 @@ impl Slot {
                 }
                 _ = tokio::time::sleep(every) => {}
             }
-            if self.stop.load(Ordering::SeqCst) && !handing_back {
+            if self.stopping() && !handing_back {
                 handing_back = true;
                 cancel.store(true, Ordering::SeqCst);
             }
@@ -484,6 +494,12 @@ impl Slot {
             Err(_) => Beat::Unreachable,
         }
     }
+}
+
+/// Resolves once the node is stopping.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The borrow it answers is not kept: it must not live across an await.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 enum Beat {
