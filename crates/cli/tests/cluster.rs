@@ -676,3 +676,49 @@ async fn stopping_nodes_hand_back_and_drain_and_results_expire_with_their_blobs(
     let _ = api.stop();
     staying.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_lost_with_its_worker_too_often_fails_worker_lost() {
+    if !redis_or_skip() {
+        return;
+    }
+    let dir = temp_dir("lost");
+    let redis = Redis::start(&dir, free_port());
+    let blobs = dir.join("blobs");
+    let http = client();
+    let api = Node::start(&redis.url(), "api", &blobs, &[]);
+    let first = Node::start(&redis.url(), "worker", &blobs, SLOW);
+    ready(&http, &api).await;
+    ready(&http, &first).await;
+    let id = submit_id(&http, &api, &png(960, 720)).await;
+    until("the job to be running", || async {
+        let progress: f64 = redis.job_field(&id, "progress").parse().unwrap_or(0.0);
+        (progress > 0.0).then_some(())
+    })
+    .await;
+    drop(first); // SIGKILL
+    // The worker that reclaims it allows one attempt: the job has had it.
+    let second = Node::start(&redis.url(), "worker", &blobs, &["--max-attempts", "1"]);
+    let v = wait_status(&http, &api, &id, "failed").await;
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("lost with its worker"),
+        "{v}"
+    );
+    let r = http
+        .get(api.url(&format!("/v1/jobs/{id}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "worker_lost");
+    assert_eq!(redis.cli(&["HGET", "superres:stats", "running"]), "0");
+    until("the lost job's upload to be deleted", || async {
+        (!blobs.join(format!("inputs/{id}")).exists()).then_some(())
+    })
+    .await;
+    second.stop();
+}

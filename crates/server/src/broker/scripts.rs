@@ -43,8 +43,8 @@ return {'ok', tostring(queued)}
 /// an entry that no longer stands for a job to run (cancelled, finished, handed back), or
 /// `{'failed'}` when the job has had its attempts and is failed `worker_lost`.
 ///
-/// KEYS: job, stats. ARGV: worker, max attempts, now (ms), the entry's id, result TTL (s),
-/// events channel.
+/// KEYS: job, stats, blobs. ARGV: worker, max attempts, now (ms), the entry's id, result
+/// TTL (s), events channel.
 pub const CLAIM: &str = r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st or redis.call('HGET', KEYS[1], 'msgid') ~= ARGV[4] then
@@ -58,6 +58,7 @@ if st == 'running' then
       'finished_ms', ARGV[3])
     redis.call('HINCRBY', KEYS[2], 'running', -1)
     redis.call('EXPIRE', KEYS[1], ARGV[5])
+    redis.call('ZADD', KEYS[3], ARGV[3], redis.call('HGET', KEYS[1], 'input'))
     redis.call('PUBLISH', ARGV[6], 'failed')
     return {'failed'}
   end

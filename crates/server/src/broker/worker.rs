@@ -234,6 +234,7 @@ impl Slot {
         let claim: redis::RedisResult<Vec<String>> = redis::Script::new(scripts::CLAIM)
             .key(job_key(&entry.job))
             .key(STATS)
+            .key(BLOBS)
             .arg(&self.consumer)
             .arg(settings.max_attempts)
             .arg(now_ms())
