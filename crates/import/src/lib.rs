@@ -10,6 +10,7 @@
 //! `DepthToSpace`; ort links a C++ runtime. The protobuf schemas are our own minimal subsets
 //! (prost derives, no protoc at build time), holding only the fields we read.
 
+pub mod family;
 pub mod ncnn;
 pub mod onnx;
 pub mod pytorch;
@@ -19,41 +20,7 @@ use std::path::Path;
 
 use superres_graph::Graph;
 
-/// The pre- and post-processing a network expects around it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// OpenCV's EDSR convention: 3 channels, BGR order, `value - DIV2K mean`, output likewise.
-    Edsr,
-    /// OpenCV's ESPCN/FSRCNN/LapSRN convention: the Y of YCrCb divided by 255; chroma is
-    /// upscaled bilinearly outside the network.
-    YChannel,
-    /// The common ONNX convention (Real-ESRGAN and most PyTorch exports): RGB in `[0, 1]`.
-    Rgb,
-}
-
-impl Family {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Edsr => "edsr",
-            Family::YChannel => "y",
-            Family::Rgb => "rgb",
-        }
-    }
-}
-
-impl std::str::FromStr for Family {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "edsr" | "bgr" => Ok(Family::Edsr),
-            "y" | "ychannel" | "y-channel" | "espcn" | "fsrcnn" | "lapsrn" => Ok(Family::YChannel),
-            "rgb" => Ok(Family::Rgb),
-            other => Err(format!(
-                "unknown model family '{other}' (expected edsr, y or rgb)"
-            )),
-        }
-    }
-}
+pub use family::Family;
 
 /// The file format a model came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,18 +186,10 @@ pub fn describe(
             "the input has {channels} channel(s) but output '{out_name}' has {out_channels}"
         )));
     }
-    let detected = match (format, channels) {
-        (_, 1) => Some(Family::YChannel),
-        (Format::TensorFlow, 3) => Some(Family::Edsr),
-        (Format::Onnx | Format::PyTorch | Format::Ncnn, 3) => Some(Family::Rgb),
-        _ => None,
-    };
+    let detected = family::detect(format, channels);
     let family = match overrides.family {
         Some(f) => {
-            let want = match f {
-                Family::Edsr | Family::Rgb => 3,
-                Family::YChannel => 1,
-            };
+            let want = f.channels();
             if want != channels {
                 return Err(invalid(format!(
                     "family '{}' needs a {want}-channel network, this one takes {channels} channel(s)",
