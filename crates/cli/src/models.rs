@@ -10,12 +10,14 @@ use superres_upscale::registry;
 #[derive(Subcommand)]
 pub enum Command {
     /// List the models a server would load (the built-in ones and those in --models DIR),
-    /// each with its format, family, scale, parameters, cost per pixel and receptive field.
+    /// each with its format, detected architecture, family, scale, parameters, cost per pixel
+    /// and receptive field.
     List {
         #[arg(long, env = "SUPERRES_MODELS")]
         models: Option<PathBuf>,
     },
-    /// Show what a model contains: family, scale, inputs/outputs, ops, parameters. MODEL is
+    /// Show what a model contains: format, architecture, family, scale, inputs/outputs, ops,
+    /// parameters. MODEL is
     /// a file or a registry name (`default_x4`).
     Inspect {
         #[arg(value_name = "MODEL")]
@@ -29,15 +31,23 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::List { models } => {
             println!(
-                "{:<20} {:<6} {:<6} {:>5} {:>10} {:>10} {:>5}  source",
-                "name", "format", "family", "scale", "parameters", "MACs/pixel", "field"
+                "{:<20} {:<10} {:<15} {:<6} {:>5} {:>10} {:>10} {:>5}  source",
+                "name",
+                "format",
+                "architecture",
+                "family",
+                "scale",
+                "parameters",
+                "MACs/pixel",
+                "field"
             );
             for entry in registry::discover(models.as_deref())? {
                 match entry.source.import(Overrides::default()) {
                     Ok(m) => println!(
-                        "{:<20} {:<6} {:<6} {:>5} {:>10} {:>10.0} {:>5}  {}",
+                        "{:<20} {:<10} {:<15} {:<6} {:>5} {:>10} {:>10.0} {:>5}  {}",
                         entry.name,
                         format!("{:?}", m.format).to_lowercase(),
+                        m.architecture().unwrap_or("-"),
                         m.family.as_str(),
                         format!("×{}", m.scale),
                         m.graph.parameter_count(),
@@ -62,6 +72,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let rf = g.receptive_field();
             println!("file:             {}", path.display());
             println!("format:           {:?}", m.format);
+            println!(
+                "architecture:     {}",
+                m.architecture().unwrap_or("unknown")
+            );
             println!("family:           {}", m.family.as_str());
             println!("scale:            {}", m.scale);
             println!("input channels:   {}", g.input_channels().unwrap_or(0));

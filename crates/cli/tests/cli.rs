@@ -264,10 +264,12 @@ fn unknown_model_name_lists_what_exists() {
 }
 
 #[test]
-fn models_inspect_reports_family_scale_and_field() {
+fn models_inspect_reports_format_architecture_family_scale_and_field() {
     let out = run(bin().arg("models").arg("inspect").arg(fixture_model()));
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("format:           Onnx"), "{text}");
+    assert!(text.contains("architecture:     SRVGGNetCompact"), "{text}");
     assert!(text.contains("family:           rgb"), "{text}");
     assert!(text.contains("scale:            4"), "{text}");
     assert!(text.contains("receptive field:"), "{text}");
@@ -935,15 +937,17 @@ fn scale_alone_picks_the_built_in_model_of_that_scale() {
         ("default_x4", "×4"),
     ] {
         let cols = line(name);
-        assert_eq!(&cols[1..4], ["onnx", "y", scale], "{name}: {cols:?}");
+        assert_eq!(&cols[1..5], ["onnx", "-", "y", scale], "{name}: {cols:?}");
         assert!(
-            cols[4].parse::<u64>().unwrap() > 60_000,
+            cols[5].parse::<u64>().unwrap() > 60_000,
             "{name}: parameters {cols:?}"
         );
     }
     let inspected = run(bin().args(["models", "inspect", "default_x2"]));
     assert!(inspected.status.success());
-    assert!(String::from_utf8_lossy(&inspected.stdout).contains("scale:            2"));
+    let text = String::from_utf8_lossy(&inspected.stdout);
+    assert!(text.contains("scale:            2"), "{text}");
+    assert!(text.contains("architecture:     unknown"), "{text}");
 }
 
 #[test]
@@ -980,13 +984,37 @@ fn upscale_takes_a_pytorch_safetensors_model_and_the_folder_lists_pth_and_safete
     let listed = run(bin().args(["models", "list", "--models"]).arg(&models));
     assert!(listed.status.success());
     let stdout = String::from_utf8_lossy(&listed.stdout);
-    for (name, scale) in [("compact", "×4"), ("esrgan", "×2")] {
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.split_whitespace().eq([
+                "name",
+                "format",
+                "architecture",
+                "family",
+                "scale",
+                "parameters",
+                "MACs/pixel",
+                "field",
+                "source"
+            ])),
+        "{stdout}"
+    );
+    for (name, arch, scale) in [
+        ("compact", "SRVGGNetCompact", "×4"),
+        ("esrgan", "RRDBNet", "×2"),
+    ] {
         let cols: Vec<&str> = stdout
             .lines()
             .find(|l| l.split_whitespace().next() == Some(name))
             .unwrap_or_else(|| panic!("{name} listed: {stdout}"))
             .split_whitespace()
             .collect();
-        assert_eq!(&cols[1..4], ["pytorch", "rgb", scale], "{name}: {cols:?}");
+        assert_eq!(
+            &cols[1..5],
+            ["pytorch", arch, "rgb", scale],
+            "{name}: {cols:?}"
+        );
     }
 }

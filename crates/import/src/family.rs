@@ -1,6 +1,9 @@
 //! Family detection in one place: which pre- and post-processing a network expects, from its
-//! file format and its channel count. Every reader goes through [`detect`] (via
+//! file format and its channel count, and which architecture it is (see [`architecture`]).
+//! Every reader goes through [`detect`] (via
 //! [`crate::describe`]); `--family` overrides are checked against [`Family::channels`].
+
+use superres_graph::{Activation, BinaryOp, Graph, Op, ResizeMode, ValueId};
 
 use crate::Format;
 
@@ -61,4 +64,76 @@ pub fn detect(format: Format, channels: usize) -> Option<Family> {
         (Format::Onnx | Format::PyTorch | Format::Ncnn, 3) => Some(Family::Rgb),
         _ => None,
     }
+}
+
+/// The architecture a graph of `format` is recognised as, from its structure (the same
+/// recogniser for every reader, so a PyTorch checkpoint and its ONNX or ncnn export read
+/// alike). `None` when no known pattern fits:
+///
+/// - `RRDBNet` (ESRGAN, Real-ESRGAN x4plus, BSRGAN): dense blocks, 4 channel concatenations
+///   per residual dense block;
+/// - `SRVGGNetCompact` (Real-ESRGAN Compact): a plain convolution chain ending in one pixel
+///   shuffle, added to a nearest upscale of the input (and possibly resized once more);
+/// - in a TensorFlow GraphDef (OpenCV's dnn_superres models): `EDSR` (3 channels), `LapSRN`
+///   (several outputs or a Laplacian pyramid of pixel shuffles and adds), `FSRCNN` (PReLU, a
+///   transposed convolution at the end), `ESPCN` (tanh, a pixel shuffle at the end).
+pub fn architecture(format: Format, graph: &Graph) -> Option<&'static str> {
+    let count = |f: &dyn Fn(&Op) -> bool| graph.nodes.iter().filter(|n| f(&n.op)).count();
+    let concats = count(&|op| matches!(op, Op::Concat));
+    let shuffles = count(&|op| matches!(op, Op::DepthToSpace { .. }));
+    let adds = count(&|op| matches!(op, Op::Binary(BinaryOp::Add)));
+    let activation = |want: fn(&Activation) -> bool| {
+        graph.nodes.iter().any(|n| match &n.op {
+            Op::Activation(a) => want(a),
+            Op::Conv2d(c) => c.epilogue.activation.as_ref().is_some_and(want),
+            _ => false,
+        })
+    };
+    if format == Format::TensorFlow {
+        let channels = graph.input_channels()?;
+        return match channels {
+            3 => Some("EDSR"),
+            1 if graph.outputs.len() > 1 || (shuffles > 1 && adds > 0) => Some("LapSRN"),
+            1 if activation(|a| matches!(a, Activation::PRelu(_))) => Some("FSRCNN"),
+            1 if activation(|a| matches!(a, Activation::Tanh)) && shuffles == 1 => Some("ESPCN"),
+            _ => None,
+        };
+    }
+    if concats >= 4 && concats.is_multiple_of(4) {
+        return Some("RRDBNet");
+    }
+    if concats == 0 && shuffles == 1 && is_compact_tail(graph) {
+        return Some("SRVGGNetCompact");
+    }
+    None
+}
+
+/// Whether the first output is `pixel_shuffle(convs(x)) + nearest_upscale(x)`, possibly
+/// resized once more (the ncnn packs of Real-ESRGAN's animevideov3 ×2 and ×3 resize a ×4
+/// network's output).
+fn is_compact_tail(graph: &Graph) -> bool {
+    let Some((_, out)) = graph.outputs.first() else {
+        return false;
+    };
+    let mut node = graph.node(*out);
+    if let (Op::Resize { .. }, [inner]) = (&node.op, &node.inputs[..]) {
+        node = graph.node(*inner);
+    }
+    if !matches!(node.op, Op::Binary(BinaryOp::Add)) || node.inputs.len() != 2 {
+        return false;
+    }
+    let op = |v: ValueId| &graph.node(v).op;
+    let is_input = |v: ValueId| matches!(op(v), Op::Input { .. });
+    let upscaled_input = |v: ValueId| {
+        matches!(
+            op(v),
+            Op::Resize {
+                mode: ResizeMode::Nearest,
+                ..
+            }
+        ) && graph.node(v).inputs.first().is_some_and(|&x| is_input(x))
+    };
+    let shuffled = |v: ValueId| matches!(op(v), Op::DepthToSpace { .. });
+    let (a, b) = (node.inputs[0], node.inputs[1]);
+    (shuffled(a) && upscaled_input(b)) || (shuffled(b) && upscaled_input(a))
 }

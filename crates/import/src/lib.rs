@@ -42,6 +42,15 @@ pub struct ImportedModel {
     pub format: Format,
 }
 
+impl ImportedModel {
+    /// The architecture the network is recognised as (`SRVGGNetCompact`, `RRDBNet`, `EDSR`,
+    /// `ESPCN`, `FSRCNN`, `LapSRN`), `None` when no known pattern fits; see
+    /// [`family::architecture`].
+    pub fn architecture(&self) -> Option<&'static str> {
+        family::architecture(self.format, &self.graph)
+    }
+}
+
 /// Overrides for what detection would otherwise decide (`--family`, `--scale`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Overrides {

@@ -159,6 +159,28 @@ fn realesrgan_x4plus_matches_ncnn() {
     parity("x4plus", 4);
 }
 
+#[test]
+fn the_real_esrgan_packs_report_their_architecture() {
+    let Some(dir) = references() else {
+        return;
+    };
+    for (case, want) in [
+        ("animevideov3_x2", "SRVGGNetCompact"),
+        ("animevideov3_x3", "SRVGGNetCompact"),
+        ("animevideov3_x4", "SRVGGNetCompact"),
+        ("x4plus_anime", "RRDBNet"),
+        ("x4plus", "RRDBNet"),
+    ] {
+        let Some(param) = case_param(dir, case) else {
+            continue;
+        };
+        let m = superres_import::load(&param, Overrides::default())
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(m.format, Format::Ncnn, "{case}");
+        assert_eq!(m.architecture(), Some(want), "{case}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Hostile and malformed files, on a tiny model made here.
 

@@ -523,3 +523,25 @@ fn float16_constants_are_converted() {
     let y = superres_engine::cpu::reference::run(&g, &x).expect("runs");
     assert_eq!(y[0].data(), &[1.0, -2.0, 0.5, 1.0, -2.0, 0.5]);
 }
+
+#[test]
+fn the_architecture_is_recognised_only_where_it_is_obvious() {
+    use superres_import::{Format, Overrides, family, load_bytes};
+    for file in ["srvgg_compact_x4.onnx", "srvgg_compact_x4_reshape.onnx"] {
+        let m = load_bytes(&read(file), file, Overrides::default())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(m.architecture(), Some("SRVGGNetCompact"), "{file}");
+    }
+    // Single-operator graphs fit no architecture.
+    for file in [
+        "op_conv_pads.onnx",
+        "op_depth_to_space.onnx",
+        "op_resize.onnx",
+    ] {
+        assert_eq!(
+            family::architecture(Format::Onnx, &import(file)),
+            None,
+            "{file}"
+        );
+    }
+}

@@ -495,3 +495,21 @@ fn import_error_names_file_for_zip_without_pickle() {
     };
     assert_eq!(e, "e.pth");
 }
+
+#[test]
+fn the_architecture_is_reported_for_every_fixture() {
+    for (file, want) in [
+        ("srvgg_prelu_x4.pth", "SRVGGNetCompact"),
+        ("srvgg_prelu_x4.safetensors", "SRVGGNetCompact"),
+        ("srvgg_lrelu_x3.safetensors", "SRVGGNetCompact"),
+        ("rrdb_x1.pth", "RRDBNet"),
+        ("rrdb_x2.safetensors", "RRDBNet"),
+        ("rrdb_x4.pth", "RRDBNet"),
+        ("rrdb_x4_old.pth", "RRDBNet"),
+        ("rrdb_x8_old.pth", "RRDBNet"),
+    ] {
+        let m = load_bytes(&read(file), file, Overrides::default())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(m.architecture(), Some(want), "{file}");
+    }
+}

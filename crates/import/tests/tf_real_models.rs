@@ -476,3 +476,27 @@ fn espcn_output_depends_on_inputs_within_the_receptive_field_only() {
         );
     }
 }
+
+#[test]
+fn every_shared_model_reports_its_opencv_architecture() {
+    let shared = superres_testdata::shared_or_skip!();
+    let mut checked = 0;
+    for path in tf_models(&shared) {
+        let name = file_name(&path);
+        let want = if name.starts_with("EDSR") {
+            "EDSR"
+        } else if name.starts_with("ESPCN") {
+            "ESPCN"
+        } else if name.starts_with("FSRCNN") {
+            "FSRCNN"
+        } else if name.starts_with("LapSRN") {
+            "LapSRN"
+        } else {
+            continue;
+        };
+        let m = load(&path, Overrides::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(m.architecture(), Some(want), "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} models checked");
+}
