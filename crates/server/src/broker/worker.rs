@@ -163,6 +163,10 @@ impl Slot {
             match self.next_entry().await {
                 Ok(Some(entry)) => self.handle(entry).await,
                 Ok(None) => {}
+                // The heartbeat makes each model's group as the node starts.
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Err(e) => {
                     tracing::warn!("cannot read the job streams: {e}");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -406,24 +410,36 @@ impl Slot {
         let mut handing_back = false;
         let mut progress: Option<f64> = None;
         let mut stop = self.stop.clone();
+        // Beats go out every `every`, and sooner (at most one per PROGRESS_EVERY) while
+        // there is progress to report; the run's end is never waited for on a timer.
+        let mut last_beat = Instant::now();
+        let mut watching = true;
         let outcome = loop {
+            let next = if progress.is_some() {
+                PROGRESS_EVERY
+                    .min(every)
+                    .saturating_sub(last_beat.elapsed())
+            } else {
+                every.saturating_sub(last_beat.elapsed())
+            };
             tokio::select! {
                 done = &mut run => break done,
                 // Stopping: the run is stopped at its next tile and handed back.
                 _ = stopped(&mut stop), if !handing_back => {}
-                changed = rx.changed() => {
-                    if changed.is_ok() {
-                        progress = Some(rx.borrow_and_update().progress);
+                changed = rx.changed(), if watching => {
+                    match changed {
+                        Ok(()) => progress = Some(rx.borrow_and_update().progress),
+                        Err(_) => watching = false,
                     }
-                    // Progress goes out with the next beat, at most one per 200 ms.
-                    tokio::time::sleep(Duration::from_millis(200).min(every)).await;
+                    continue;
                 }
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(next) => {}
             }
             if self.stopping() && !handing_back {
                 handing_back = true;
                 cancel.store(true, Ordering::SeqCst);
             }
+            last_beat = Instant::now();
             match self.beat(entry, fence, progress.take()).await {
                 Beat::Cancel => cancel.store(true, Ordering::SeqCst),
                 Beat::Stale => {
@@ -502,6 +518,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The borrow it answers is not kept: it must not live across an await.
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
+
+/// The most often a running job's progress is sent to the cluster.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 enum Beat {
     Ok,
