@@ -366,9 +366,20 @@ pub(crate) struct Accepted {
     position: Option<usize>,
 }
 
+/// The headers `POST /v1/jobs` reads, as the description states them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Describes the header; `idempotency_key` reads it.
+pub(crate) struct JobHeaders {
+    /// Any visible ASCII up to 256 bytes: the same key (from the same API key) answers the
+    /// job it first made, on any node, while that job is kept, instead of making another.
+    #[param(rename = "Idempotency-Key", pattern = r"^[!-~]{1,256}$")]
+    idempotency_key: Option<String>,
+}
+
 /// `POST /v1/jobs`: 202 with the job's id and a `Location` to poll.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
-    params(UploadQuery),
+    params(UploadQuery, JobHeaders),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     security((), ("api_key" = [])),
     responses(
@@ -383,7 +394,7 @@ pub(crate) struct Accepted {
         (status = 422, description = "The image header is damaged", body = ErrorBody),
         (status = 429, description = "The queue is full, or the API key has its limit of jobs in flight",
             body = ErrorBody, headers(("retry-after" = u64, description = "Seconds after which there may be room"))),
-        (status = 503, description = "Models not loaded yet, or shutting down", body = ErrorBody),
+        (status = 503, description = "Models not loaded yet, shutting down, the cluster's Redis unreachable (`broker_unavailable`), or no worker has the model (`no_worker`)", body = ErrorBody),
     ))]
 pub(crate) async fn create_job(
     State(app): State<AppState>,

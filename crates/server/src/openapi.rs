@@ -119,6 +119,19 @@ mod tests {
         ] {
             assert!(doc["paths"][path].is_object(), "{path} is described");
         }
+        let params = doc["paths"]["/v1/jobs"]["post"]["parameters"]
+            .as_array()
+            .unwrap();
+        assert!(
+            params
+                .iter()
+                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"),
+            "{params:?}"
+        );
+        let view = &doc["components"]["schemas"]["JobView"]["properties"];
+        for field in ["kind", "frames_done", "frames_total"] {
+            assert!(view[field].is_object(), "JobView.{field}");
+        }
         let enhance = &doc["paths"]["/enhance"]["post"];
         for status in ["200", "400", "413", "415", "422", "429", "503"] {
             assert!(
