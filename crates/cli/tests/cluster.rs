@@ -536,6 +536,19 @@ async fn any_node_serves_any_job_and_back_pressure_is_shared() {
         "{body}"
     );
 
+    // A worker node takes no requests; its port is for probes and metrics.
+    let r = http
+        .post(w.url("/v1/jobs"))
+        .multipart(form(&small))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        http.get(w.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+
     // /metrics on every node, with its role.
     for (node, role) in [(&a, "api"), (&w, "worker")] {
         let text = http
@@ -721,4 +734,82 @@ async fn a_job_lost_with_its_worker_too_often_fails_worker_lost() {
     })
     .await;
     second.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_keys_limit_of_jobs_in_flight_holds_across_the_cluster() {
+    if !redis_or_skip() {
+        return;
+    }
+    let dir = temp_dir("keys");
+    let redis = Redis::start(&dir, free_port());
+    let blobs = dir.join("blobs");
+    let key = "cluster-test-key";
+    let hash = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(key.as_bytes())?;
+            c.wait_with_output()
+        })
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .expect("sha256sum runs");
+    let keys = dir.join("keys.txt");
+    std::fs::write(&keys, format!("alice:{hash}:1\n")).unwrap();
+    let keys_flag = keys.display().to_string();
+    let http = client();
+    let a = Node::start(&redis.url(), "api", &blobs, &["--api-keys", &keys_flag]);
+    let b = Node::start(&redis.url(), "api", &blobs, &["--api-keys", &keys_flag]);
+    let w = Node::start(&redis.url(), "worker", &blobs, SLOW);
+    for node in [&a, &b, &w] {
+        ready(&http, node).await;
+    }
+    let post = |node: &Node, image: Vec<u8>| {
+        http.post(node.url("/v1/jobs"))
+            .bearer_auth(key)
+            .multipart(form(&image))
+            .send()
+    };
+    let r = post(&a, png(480, 360)).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = post(&b, png(24, 16)).await.unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "alice has her one job in flight, whichever node is asked"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_jobs");
+    // Another key's view of alice's job: none.
+    let r = http
+        .get(b.url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    until("alice's job to end", || async {
+        let r = http
+            .get(b.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        (v["status"] == "done").then_some(())
+    })
+    .await;
+    let r = post(&b, png(24, 16)).await.unwrap();
+    assert_eq!(r.status(), 202, "her limit is free again");
 }

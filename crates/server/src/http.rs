@@ -46,40 +46,45 @@ use crate::upload::{InputShape, Upload, UploadForm, UploadQuery, check_header, c
 pub fn router(state: AppState) -> Router {
     let limits = state.http;
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .route("/", get(assets::index))
-        .route("/app.js", get(assets::app_js))
-        .route("/style.css", get(assets::style_css))
+    let service = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .route("/enhance", post(enhance))
-        .route("/v1/jobs", post(create_job))
-        .route("/v1/jobs/{id}", get(job_status).delete(cancel_job))
-        .route("/v1/jobs/{id}/events", get(job_events))
-        .route("/v1/jobs/{id}/result", get(job_result))
         .route("/v1/models", get(list_models))
         .route("/v1/models/reload", post(reload_models))
         .route("/v1/devices", get(list_devices))
-        .route("/openapi.json", get(openapi_json))
-        .fallback(not_found)
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(request_span)
-                        .on_request(())
-                        .on_response(DefaultOnResponse::new().level(Level::INFO))
-                        .on_failure(()),
-                )
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(middleware::from_fn(track_requests))
-                .layer(middleware::map_response(json_errors))
-                .layer(RequestBodyTimeoutLayer::new(limits.upload_timeout))
-                .layer(DefaultBodyLimit::max(limits.body_limit())),
-        )
+        .route("/openapi.json", get(openapi_json));
+    // A cluster's worker node (`--role worker`) takes no requests: its port is for probes
+    // and metrics.
+    let app = if state.takes_requests {
+        service
+            .route("/", get(assets::index))
+            .route("/app.js", get(assets::app_js))
+            .route("/style.css", get(assets::style_css))
+            .route("/enhance", post(enhance))
+            .route("/v1/jobs", post(create_job))
+            .route("/v1/jobs/{id}", get(job_status).delete(cancel_job))
+            .route("/v1/jobs/{id}/events", get(job_events))
+            .route("/v1/jobs/{id}/result", get(job_result))
+    } else {
+        service
+    };
+    app.fallback(not_found).with_state(state).layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_request(())
+                    .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    .on_failure(()),
+            )
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(middleware::from_fn(track_requests))
+            .layer(middleware::map_response(json_errors))
+            .layer(RequestBodyTimeoutLayer::new(limits.upload_timeout))
+            .layer(DefaultBodyLimit::max(limits.body_limit())),
+    )
 }
 
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {

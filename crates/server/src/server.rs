@@ -285,7 +285,7 @@ impl Server {
                 tracing::info!(
                     role = b.role.as_str(),
                     node = %b.node,
-                    broker = %b.url,
+                    broker = %crate::broker::redacted(&b.url),
                     "cluster node"
                 );
                 let backend = Arc::new(RedisBackend::new(Arc::clone(&broker)));
@@ -303,6 +303,10 @@ impl Server {
             },
             access,
             videos,
+            takes_requests: settings
+                .broker
+                .as_ref()
+                .is_none_or(|b| b.role.takes_requests()),
         };
         if let Some(b) = &settings.broker {
             // After the recorder is installed (with the state's metrics handle).

@@ -28,6 +28,9 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// Where video uploads go; `None` when they are turned off (`--max-video-mb 0`).
     pub videos: Option<Arc<VideoUploads>>,
+    /// Whether the page and the image and job endpoints are served (not on a cluster's
+    /// worker node).
+    pub takes_requests: bool,
 }
 
 /// Limits the router enforces with layers.

@@ -23,7 +23,9 @@
 //! - `workers` (live worker nodes by heartbeat), `slots` (their worker threads),
 //!   `models:{model}` (the worker nodes that have a model loaded).
 //! - `idem:{owner}:{key}`: the job an `Idempotency-Key` made, for the result TTL.
-//! - `blobs`: blob keys by the time they are to be deleted; any node deletes the due ones.
+//! - `blobs`: blob keys by the time they are to be deleted; every worker node's heartbeat
+//!   deletes the due ones.
+//! - `owner:{name}`: an API key's jobs queued or running, for its limit of jobs in flight.
 //! - `events:{id}`: a pub/sub channel that says "this job changed"; a follower re-reads the
 //!   hash, and re-reads it every [`RESYNC`] anyway, so a missed message costs a delay at
 //!   most.
@@ -190,14 +192,14 @@ impl Broker {
     /// `/readyz`.
     pub fn new(settings: BrokerSettings, config: QueueConfig) -> Result<Broker, BrokerError> {
         let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| BrokerError::Url(settings.url.clone(), e.to_string()))?;
+            .map_err(|e| BrokerError::Url(redacted(&settings.url), e.to_string()))?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let redis = ConnectionManager::new_lazy_with_config(client.clone(), manager)
-            .map_err(|e| BrokerError::Url(settings.url.clone(), e.to_string()))?;
+            .map_err(|e| BrokerError::Url(redacted(&settings.url), e.to_string()))?;
         let blobs = blob_store(&settings.blob_store)?;
         Ok(Broker {
             redis,
@@ -385,20 +387,22 @@ impl Broker {
             .key(stream_key(&model))
             .key(STATS)
             .key(&idem)
+            .key(format!("{NS}:owner:{owner}"))
             .arg(&id)
             .arg(limit)
             .arg(ttl)
             .arg(if key.is_some() { "1" } else { "0" })
-            .arg(format!("{NS}:job:"));
+            .arg(format!("{NS}:job:"))
+            .arg(request.owner.as_ref().map_or(0, |o| o.max_in_flight));
         for (name, value) in [
             ("id", id.as_str()),
             ("status", "queued"),
             ("model", model.as_str()),
             ("owner", owner.as_str()),
             ("format", format.extension()),
-            ("outscale", outscale.as_str()),
-            ("width", width.as_str()),
-            ("height", height.as_str()),
+            ("want_outscale", outscale.as_str()),
+            ("want_width", width.as_str()),
+            ("want_height", height.as_str()),
             ("input", input.as_str()),
             ("progress", "0"),
             ("fence", "0"),
@@ -435,6 +439,17 @@ impl Broker {
                 let existing = answer.get(1).cloned().unwrap_or_default();
                 self.load_view(&existing, request.owner.as_ref().map(|o| &*o.name))
                     .await
+            }
+            Some("owner_full") => {
+                self.delete_blob(&input).await;
+                let per_job = ewma.unwrap_or(2.0);
+                metrics::counter!("superres_rejected_total", "reason" => "key_limit").increment(1);
+                let limit = request.owner.as_ref().map_or(0, |o| o.max_in_flight);
+                Err(JobError::too_many_jobs(
+                    &owner,
+                    limit,
+                    per_job.ceil() as u64,
+                ))
             }
             _ => {
                 self.delete_blob(&input).await;
@@ -529,6 +544,7 @@ impl Broker {
             id,
             owner,
             messages: Box::pin(messages),
+            subscribed: true,
             last: None,
             pending: Some(first),
         };
@@ -540,9 +556,14 @@ impl Broker {
                     state.last = Some(view.clone());
                     return Some((view, (!terminal).then_some(state)));
                 }
-                // A message, or the resync timer: then re-read.
+                // A message, or the resync timer: then re-read. Once the subscription is
+                // gone (Redis restarted), only the timer is left.
                 tokio::select! {
-                    _ = state.messages.next() => {}
+                    message = state.messages.next(), if state.subscribed => {
+                        if message.is_none() {
+                            state.subscribed = false;
+                        }
+                    }
                     _ = tokio::time::sleep(RESYNC) => {}
                 }
                 match state
@@ -568,6 +589,8 @@ struct Follow {
     id: String,
     owner: Option<String>,
     messages: std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>,
+    /// Whether `messages` still delivers.
+    subscribed: bool,
     last: Option<JobView>,
     pending: Option<JobView>,
 }
@@ -620,8 +643,12 @@ impl Fields {
     fn size(&self) -> OutputSize {
         let number = |name: &str| self.get(name).parse::<f64>().ok();
         let side = |name: &str| self.get(name).parse::<usize>().ok();
-        OutputSize::from_options(number("outscale"), side("width"), side("height"))
-            .unwrap_or_default()
+        OutputSize::from_options(
+            number("want_outscale"),
+            side("want_width"),
+            side("want_height"),
+        )
+        .unwrap_or_default()
     }
 }
 
@@ -634,6 +661,16 @@ fn size_fields(size: OutputSize) -> (String, String, String) {
         OutputSize::Width(w) => (none(), w.to_string(), none()),
         OutputSize::Height(h) => (none(), none(), h.to_string()),
         OutputSize::Exact(w, h) => (none(), w.to_string(), h.to_string()),
+    }
+}
+
+/// A Redis URL fit for a log line: a password in it is replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -686,8 +723,10 @@ impl RedisBackend {
     }
 }
 
-/// Abandons an `/enhance` job whose client went away: cancels it (a running one stops at
-/// its next tile) and forgets it. Runs as its own task: the request that owned it is gone.
+/// Abandons an `/enhance` job whose client went away: cancels it (a queued one at once, a
+/// running one at its next tile, when its worker records it cancelled); it then expires
+/// with the result TTL like any ended job. Runs as its own task: the request that owned it
+/// is gone.
 struct Abandon {
     broker: Arc<Broker>,
     id: Option<(String, Option<String>)>,
@@ -699,7 +738,6 @@ impl Drop for Abandon {
             let broker = Arc::clone(&self.broker);
             tokio::spawn(async move {
                 let _ = broker.cancel_job(&id, owner.as_deref()).await;
-                let _ = broker.take(&id, owner.as_deref()).await;
             });
         }
     }
@@ -809,9 +847,9 @@ mod tests {
         ] {
             let (o, w, h) = size_fields(size);
             let fields = Fields(HashMap::from([
-                ("outscale".to_string(), o),
-                ("width".to_string(), w),
-                ("height".to_string(), h),
+                ("want_outscale".to_string(), o),
+                ("want_width".to_string(), w),
+                ("want_height".to_string(), h),
             ]));
             assert_eq!(fields.size(), size);
         }
@@ -836,6 +874,66 @@ mod tests {
         let url = format!("file://{}", dir.display());
         assert!(blob_store(&url).is_ok());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A broker whose Redis is not there (nothing listens on the port).
+    fn absent_broker(url: &str) -> Broker {
+        let dir = std::env::temp_dir().join(format!("superres-absent-{}", std::process::id()));
+        let settings = BrokerSettings {
+            url: url.to_string(),
+            role: Role::Api,
+            blob_store: format!("file://{}", dir.display()),
+            visibility_timeout: Duration::from_secs(30),
+            max_attempts: 3,
+            node: "test".into(),
+        };
+        let config = QueueConfig {
+            queue_size: 1,
+            workers: 1,
+            job_timeout: Duration::from_secs(1),
+            result_ttl: Duration::from_secs(1),
+            result_store_bytes: 1,
+            limits: superres_imaging::Limits::default(),
+            request_limits: crate::queue::RequestLimits {
+                max_output_pixels: 1,
+                max_memory_bytes: 1,
+            },
+            options: superres_upscale::Options::default(),
+            encode: superres_imaging::EncodeOptions::default(),
+            clock: crate::Clock::system(),
+        };
+        Broker::new(settings, config).expect("a broker, connected lazily")
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_a_prompt_503_over_plain_and_tls_urls() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        for url in [
+            format!("redis://127.0.0.1:{port}"),
+            format!("rediss://127.0.0.1:{port}"),
+        ] {
+            let backend = RedisBackend::new(Arc::new(absent_broker(&url)));
+            let started = std::time::Instant::now();
+            let e = backend.depth().await.unwrap_err();
+            assert_eq!(e.code(), "broker_unavailable", "{url}: {e:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{url}: no hang"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redacted("redis://:s3cret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redacted("redis://user:pw@h"), "redis://***@h");
+        assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
     }
 
     #[test]

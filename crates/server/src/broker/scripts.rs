@@ -7,15 +7,18 @@
 //! holds the current fence, so a worker that was presumed dead and comes back finds its late
 //! result refused.
 //!
-//! Keys and arguments are listed above each script; `{job}` is the job's hash, `{stats}` the
+//! Keys and arguments are listed above each script (`superres:owner:{name}`, an API key's
+//! jobs in flight, is also named inside them, from the job's `owner`); `{job}` is the job's hash, `{stats}` the
 //! cluster's counters (`queued`, `running`, `ewma_ms`), `{stream}` the model's stream of
 //! job ids, `{blobs}` the sorted set of blob keys by the time they expire.
 
-/// Accepts a job unless the queue is full; answers `{'ok', queued_before}`,
-/// `{'full', queued}`, or `{'existing', id}` for an `Idempotency-Key` seen before.
+/// Accepts a job unless the queue is full or its API key has its limit of jobs in flight;
+/// answers `{'ok', queued_before}`, `{'full', queued}`, `{'owner_full', in_flight}`, or
+/// `{'existing', id}` for an `Idempotency-Key` seen before.
 ///
-/// KEYS: job, stream, stats, idempotency key. ARGV: id, queue limit, key TTL (s),
-/// whether a key was given (`1`/`0`), the job key prefix, then the job's fields as pairs.
+/// KEYS: job, stream, stats, idempotency key, the owner's in-flight counter. ARGV: id,
+/// queue limit, key TTL (s), whether a key was given (`1`/`0`), the job key prefix, the
+/// owner's limit (`0`: none), then the job's fields as pairs.
 pub const SUBMIT: &str = r#"
 if ARGV[4] == '1' then
   local existing = redis.call('GET', KEYS[4])
@@ -23,18 +26,29 @@ if ARGV[4] == '1' then
     return {'existing', existing}
   end
 end
+local owner_limit = tonumber(ARGV[6])
+if owner_limit > 0 then
+  local in_flight = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if in_flight >= owner_limit then
+    return {'owner_full', tostring(in_flight)}
+  end
+end
 local queued = tonumber(redis.call('HGET', KEYS[3], 'queued') or '0')
 if queued >= tonumber(ARGV[2]) then
   return {'full', tostring(queued)}
 end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 local msg = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
 redis.call('HSET', KEYS[1], 'msgid', msg)
 redis.call('HINCRBY', KEYS[3], 'queued', 1)
 if ARGV[4] == '1' then
   redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[3])
+end
+if owner_limit > 0 then
+  redis.call('INCR', KEYS[5])
+  redis.call('HSET', KEYS[1], 'counted', '1')
 end
 return {'ok', tostring(queued)}
 "#;
@@ -59,6 +73,9 @@ if st == 'running' then
     redis.call('HINCRBY', KEYS[2], 'running', -1)
     redis.call('EXPIRE', KEYS[1], ARGV[5])
     redis.call('ZADD', KEYS[3], ARGV[3], redis.call('HGET', KEYS[1], 'input'))
+    if redis.call('HGET', KEYS[1], 'counted') == '1' then
+      redis.call('DECR', 'superres:owner:' .. redis.call('HGET', KEYS[1], 'owner'))
+    end
     redis.call('PUBLISH', ARGV[6], 'failed')
     return {'failed'}
   end
@@ -111,6 +128,9 @@ local fields = {}
 for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_ms', ARGV[6], unpack(fields))
 redis.call('HINCRBY', KEYS[2], 'running', -1)
+if redis.call('HGET', KEYS[1], 'counted') == '1' then
+  redis.call('DECR', 'superres:owner:' .. redis.call('HGET', KEYS[1], 'owner'))
+end
 if ARGV[2] == 'done' then
   local run = tonumber(ARGV[8])
   local avg = tonumber(redis.call('HGET', KEYS[2], 'ewma_ms') or '-1')
@@ -127,8 +147,8 @@ redis.call('PUBLISH', ARGV[7], ARGV[2])
 return 'ok'
 "#;
 
-/// A worker that is stopping gives a running job back to the queue, at its head's end, as
-/// if it had never been taken (a hand-back is not a failed attempt). `ok` or `stale`.
+/// A worker that is stopping gives a running job back to the queue (at its end: a new
+/// entry), as if it had never been taken (a hand-back is not a failed attempt). `ok` or `stale`.
 ///
 /// KEYS: job, stats, stream. ARGV: fence, group, entry id, events channel.
 pub const HANDBACK: &str = r#"
@@ -161,6 +181,9 @@ if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error_code', 'cancelled',
     'error', 'the job was cancelled', 'finished_ms', ARGV[2])
   redis.call('HINCRBY', KEYS[2], 'queued', -1)
+  if redis.call('HGET', KEYS[1], 'counted') == '1' then
+    redis.call('DECR', 'superres:owner:' .. ARGV[1])
+  end
   redis.call('XDEL', KEYS[3], redis.call('HGET', KEYS[1], 'msgid'))
   redis.call('ZADD', KEYS[4], ARGV[2], redis.call('HGET', KEYS[1], 'input'))
   redis.call('EXPIRE', KEYS[1], ARGV[3])
