@@ -12,13 +12,15 @@ output as float32 NCHW `.npy` files:
 It also writes `malicious.pth`, a torch.save-shaped zip whose pickle calls `os.system`
 (the reader must refuse it by name and never run it).
 
-Usage: python3 tools/pytorch_fixtures.py   (torch 2.x and numpy; CPU is enough)
+Usage: python3 tools/pytorch_fixtures.py [span]   (torch 2.x and numpy; CPU is enough;
+`span` writes only the SPAN fixtures)
 """
 
 import io
 import json
 import os
 import struct
+import sys
 import zipfile
 from collections import OrderedDict
 
@@ -119,6 +121,101 @@ class RRDBNet(nn.Module):
             up = getattr(self, f"conv_up{i + 1}")
             feat = self.lrelu(up(F.interpolate(feat, scale_factor=2, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+
+class Conv3XC(nn.Module):
+    """SPAN's re-parameterisable 3×3 convolution: at training time a 1×1 skip plus a
+    1×1 → 3×3 (valid, on the zero-padded input) → 1×1 chain, `gain` times wider inside; at
+    inference one 3×3 `eval_conv` holding the two folded together."""
+
+    def __init__(self, c_in, c_out, gain=2):
+        super().__init__()
+        self.sk = nn.Conv2d(c_in, c_out, 1)
+        self.conv = nn.Sequential(
+            nn.Conv2d(c_in, c_in * gain, 1),
+            nn.Conv2d(c_in * gain, c_out * gain, 3),
+            nn.Conv2d(c_out * gain, c_out, 1),
+        )
+        self.eval_conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    @torch.no_grad()
+    def fold(self):
+        a, b, c = self.conv
+        # W[o, i] = sum W3[o, n] W2[n, m] W1[m, i] over the 3×3 taps, plus the skip in the centre.
+        w = torch.einsum("on,nmyx,mi->oiyx", c.weight[:, :, 0, 0], b.weight, a.weight[:, :, 0, 0])
+        w[:, :, 1, 1] += self.sk.weight[:, :, 0, 0]
+        b2 = b.weight.sum((2, 3)) @ a.bias + b.bias
+        bias = c.weight[:, :, 0, 0] @ b2 + c.bias + self.sk.bias
+        self.eval_conv.weight.copy_(w)
+        self.eval_conv.bias.copy_(bias)
+
+    def forward(self, x):
+        if self.training:
+            return self.conv(F.pad(x, (1, 1, 1, 1))) + self.sk(x)
+        self.fold()
+        return self.eval_conv(x)
+
+
+class SPAB(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c1_r = Conv3XC(c, c)
+        self.c2_r = Conv3XC(c, c)
+        self.c3_r = Conv3XC(c, c)
+
+    def forward(self, x):
+        out1 = self.c1_r(x)
+        out3 = self.c3_r(F.silu(self.c2_r(F.silu(out1))))
+        return (out3 + x) * (torch.sigmoid(out3) - 0.5), out1
+
+
+class SPAN(nn.Module):
+    """SPAN (Swift Parameter-free Attention Network) with spandrel's key names: six SPABs,
+    a 1×1 `conv_cat` over four feature maps, a pixel-shuffle upsampler. With `norm` the
+    input is `(x - rgb_mean) * 255` (and the output is used as it is); without it the model
+    holds a `no_norm` buffer."""
+
+    def __init__(self, c=8, upscale=4, norm=True):
+        super().__init__()
+        self.norm = norm
+        self.register_buffer("mean", torch.tensor([0.4488, 0.4371, 0.4040]).view(1, 3, 1, 1), persistent=False)
+        if not norm:
+            self.register_buffer("no_norm", torch.zeros(1))
+        self.conv_1 = Conv3XC(3, c)
+        for i in range(1, 7):
+            setattr(self, f"block_{i}", SPAB(c))
+        self.conv_cat = nn.Conv2d(4 * c, c, 1)
+        self.conv_2 = Conv3XC(c, c)
+        self.upsampler = nn.Sequential(nn.Conv2d(c, 3 * upscale * upscale, 3, padding=1), nn.PixelShuffle(upscale))
+
+    def forward(self, x):
+        if self.norm:
+            x = (x - self.mean) * 255.0
+        feat = self.conv_1(x)
+        b, outs = feat, []
+        for i in range(1, 7):
+            b, out1 = getattr(self, f"block_{i}")(b)
+            outs.append(b)
+        out = self.conv_cat(torch.cat([feat, self.conv_2(b), outs[0], out1], 1))
+        return self.upsampler(out)
+
+
+def span_small(c, upscale, norm):
+    """A SPAN whose width-c Conv3XC blocks share their `conv.{0,1,2}.weight` tensors (the
+    bulk of the weights; torch.save stores a shared storage once, which keeps the fixtures
+    small); the skips, the biases and so the folded `eval_conv`s are each block's own, so
+    every block still computes something different."""
+    m = SPAN(c, upscale, norm)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, Conv3XC) and mod is not m.conv_1 and mod is not m.conv_2:
+                for k in range(3):
+                    mod.conv[k].weight = m.conv_2.conv[k].weight
+        if norm:
+            # The input is scaled by 255: scale the first layer back, as training would.
+            m.conv_1.sk.weight /= 255.0
+            m.conv_1.conv[0].weight /= 255.0
+    return m
 
 
 def rrdb_old_keys(sd, ups):
@@ -256,7 +353,30 @@ def main():
     torch.save({"params": half}, os.path.join(OUT, "rrdb_x1.pth"))
 
     malicious()
+    span_fixtures()
+
+
+def span_fixtures():
+    """SPAN ×2 with its normalisation, saved after folding (eval_conv and the train-time
+    branches, as update_params leaves a checkpoint), and SPAN ×4 without it (`no_norm`),
+    saved with the train-time branches only, as float16 (its weights rounded to be exact)."""
+    torch.manual_seed(10)
+    m = span_small(8, 2, norm=True)
+    reference("span_x2", m, 6, 8, 11)
+    torch.save(m.state_dict(), os.path.join(OUT, "span_x2.pth"))
+    m = span_small(8, 4, norm=False)
+    bf16_exact(m)
+    reference("span_x4_train", m, 5, 7, 12)
+    halves = {}  # one float16 copy per shared tensor, so its storage is still saved once
+    half = OrderedDict(
+        (k, halves.setdefault(v.untyped_storage().data_ptr(), v.half())) for k, v in m.state_dict().items() if ".eval_conv." not in k
+    )
+    torch.save(half, os.path.join(OUT, "span_x4_train.pth"))
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["span"]:
+        os.makedirs(OUT, exist_ok=True)
+        span_fixtures()
+    else:
+        main()

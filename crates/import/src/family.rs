@@ -72,6 +72,8 @@ pub fn detect(format: Format, channels: usize) -> Option<Family> {
 ///
 /// - `RRDBNet` (ESRGAN, Real-ESRGAN x4plus, BSRGAN): dense blocks, 4 channel concatenations
 ///   per residual dense block;
+/// - `SPAN`: one 4-input channel concatenation and 18 sigmoids (six blocks of two SiLUs and
+///   one parameter-free attention);
 /// - `SRVGGNetCompact` (Real-ESRGAN Compact): a plain convolution chain ending in one pixel
 ///   shuffle, added to a nearest upscale of the input (and possibly resized once more);
 /// - in a TensorFlow GraphDef (OpenCV's dnn_superres models): `EDSR` (3 channels), `LapSRN`
@@ -98,6 +100,22 @@ pub fn architecture(format: Format, graph: &Graph) -> Option<&'static str> {
             1 if activation(|a| matches!(a, Activation::Tanh)) && shuffles == 1 => Some("ESPCN"),
             _ => None,
         };
+    }
+    let sigmoids = graph
+        .nodes
+        .iter()
+        .filter(|n| match &n.op {
+            Op::Activation(a) => matches!(a, Activation::Sigmoid),
+            Op::Conv2d(c) => matches!(c.epilogue.activation, Some(Activation::Sigmoid)),
+            _ => false,
+        })
+        .count();
+    let four_way_concat = graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Concat) && n.inputs.len() == 4);
+    if concats == 1 && four_way_concat && sigmoids == 18 && shuffles <= 1 {
+        return Some("SPAN");
     }
     if concats >= 4 && concats.is_multiple_of(4) {
         return Some("RRDBNet");

@@ -1,7 +1,7 @@
 //! PyTorch state dicts (`.pth`, `.safetensors`) checked against PyTorch.
 //!
 //! The fixtures in `tests/fixtures/pytorch/` are written by `tools/pytorch_fixtures.py`: tiny
-//! SRVGGNetCompact and RRDBNet networks with seeded random weights, saved by torch.save and
+//! SRVGGNetCompact, RRDBNet and SPAN networks with seeded random weights, saved by torch.save and
 //! as safetensors, with an NCHW input and PyTorch's output as `.npy`. Each parity test
 //! imports a file, runs it with the reference interpreter and compares with PyTorch's output:
 //! `|ours - torch| <= 1e-4` everywhere (absolute, on values around [0, 1]).
@@ -219,6 +219,163 @@ fn rrdb_x1_half_pth_pixel_unshuffle_matches_pytorch() {
         panic!("not RRDB")
     };
     assert_eq!((unshuffle, scale), (4, 1));
+}
+
+// --- SPAN --------------------------------------------------------------------------------
+
+/// A state dict of a fixture without its `eval_conv` tensors (the train-time branches only).
+fn without_eval_conv(file: &str) -> pytorch::StateDict {
+    let mut sd = pytorch::read_state_dict(&read(file), file).unwrap_or_else(|e| panic!("{e}"));
+    let before = sd.tensors.len();
+    sd.tensors.retain(|k, _| !k.contains(".eval_conv."));
+    assert_eq!(before - sd.tensors.len(), 40, "20 Conv3XC eval_convs");
+    sd
+}
+
+fn run(g: &Graph, stem: &str) -> Tensor {
+    let x = npy_image(&format!("{stem}_in.npy"));
+    superres_engine::cpu::reference::run(g, &x)
+        .unwrap_or_else(|e| panic!("{stem}: {e}"))
+        .swap_remove(0)
+}
+
+#[test]
+fn span_x2_with_eval_conv_matches_pytorch() {
+    let g = check("span_x2.pth", "span_x2");
+    assert_eq!(g.scale_factor(g.outputs[0].1), Some(2));
+    assert_eq!(count(&g, "Conv2d"), 22, "{:?}", g.op_counts());
+    assert_eq!(count(&g, "Sigmoid"), 18);
+    assert_eq!(count(&g, "Concat"), 1);
+    assert_eq!(count(&g, "DepthToSpace"), 1);
+    assert_eq!(
+        arch("span_x2.pth"),
+        Architecture::Span {
+            channels: 3,
+            out_channels: 3,
+            feature_channels: 8,
+            scale: 2,
+            norm: true,
+            eval_conv: true,
+        }
+    );
+}
+
+#[test]
+fn span_x4_train_branches_only_are_folded_and_match_pytorch() {
+    let g = check("span_x4_train.pth", "span_x4_train");
+    assert_eq!(g.scale_factor(g.outputs[0].1), Some(4));
+    assert_eq!(
+        arch("span_x4_train.pth"),
+        Architecture::Span {
+            channels: 3,
+            out_channels: 3,
+            feature_channels: 8,
+            scale: 4,
+            norm: false,
+            eval_conv: false,
+        }
+    );
+}
+
+#[test]
+fn span_eval_conv_and_folded_branches_give_the_same_result() {
+    let f = "span_x2.pth";
+    let folded = pytorch::build(&without_eval_conv(f), f, Options::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Architecture::Span { eval_conv, .. } =
+        pytorch::detect(&without_eval_conv(f), f, Options::default()).expect("SPAN")
+    else {
+        panic!("not SPAN")
+    };
+    assert!(!eval_conv);
+    let eval = import(f);
+    assert!(
+        folded != eval,
+        "the folded graph should carry its own weights"
+    );
+    let worst_torch = parity(&folded, "span_x2");
+    let (a, b) = (run(&eval, "span_x2"), run(&folded, "span_x2"));
+    let worst = a
+        .data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    eprintln!("span_x2: eval_conv vs folded: {worst:e} (folded vs PyTorch {worst_torch:e})");
+    assert!(
+        worst <= 1e-5,
+        "eval_conv and folded branches differ by {worst}"
+    );
+}
+
+#[test]
+fn span_truncated_or_altered_dicts_are_clear_errors() {
+    let f = "span_x2.pth";
+    let base = pytorch::read_state_dict(&read(f), f).unwrap_or_else(|e| panic!("{e}"));
+    let build = |sd: &pytorch::StateDict| match pytorch::build(sd, f, Options::default()) {
+        Ok(_) => panic!("built an altered SPAN"),
+        Err(e) => e.to_string(),
+    };
+    // A block missing both its eval_conv and a train-time branch.
+    let mut sd = without_eval_conv(f);
+    sd.tensors.remove("block_4.c2_r.conv.1.weight");
+    let e = build(&sd);
+    assert!(
+        e.contains("SPAN") && e.contains("block_4.c2_r.conv.1.weight"),
+        "{e}"
+    );
+    let mut sd = without_eval_conv(f);
+    sd.tensors.remove("block_3.c1_r.sk.weight");
+    let e = build(&sd);
+    assert!(
+        e.contains("SPAN") && e.contains("block_3.c1_r") && e.contains("eval_conv"),
+        "{e}"
+    );
+    // A block cut off (as a truncated dict: the last blocks missing).
+    let mut sd = base.clone();
+    sd.tensors.retain(|k, _| !k.starts_with("block_6."));
+    let e = build(&sd);
+    assert!(e.contains("SPAN") && e.contains("block_6.c1_r"), "{e}");
+    // No upsampler.
+    let mut sd = base.clone();
+    sd.tensors.remove("upsampler.0.weight");
+    let e = build(&sd);
+    assert!(
+        e.contains("SPAN") && e.contains("upsampler.0.weight"),
+        "{e}"
+    );
+    // An eval_conv of the wrong width.
+    let mut sd = base.clone();
+    let t = sd
+        .tensors
+        .get_mut("block_2.c3_r.eval_conv.weight")
+        .expect("key");
+    t.shape = vec![8, 4, 3, 3];
+    t.data.truncate(8 * 4 * 9);
+    let e = build(&sd);
+    assert!(e.contains("block_2.c3_r.eval_conv.weight"), "{e}");
+    // A folded branch of the wrong shape.
+    let mut sd = without_eval_conv(f);
+    let t = sd.tensors.get_mut("conv_2.conv.2.weight").expect("key");
+    t.shape = vec![8, 8, 1, 1];
+    t.data.truncate(64);
+    let e = build(&sd);
+    assert!(
+        e.contains("SPAN") && e.contains("conv_2.conv.2.weight") && e.contains("[8, 16, 1, 1]"),
+        "{e}"
+    );
+    // Upsampler outputs that are no channels · scale².
+    let mut sd = base.clone();
+    let t = sd.tensors.get_mut("upsampler.0.weight").expect("key");
+    t.shape[0] = 7;
+    t.data.truncate(7 * 8 * 9);
+    let e = build(&sd);
+    assert!(e.contains("SPAN") && e.contains("7 outputs"), "{e}");
+    // The file itself cut short.
+    let b = read(f);
+    for cut in (0..b.len()).step_by(4099).chain([b.len() - 1]) {
+        let _ = pytorch::import(&b[..cut], f).map(|_| panic!("{f} cut at {cut} imported"));
+    }
 }
 
 // --- detection, safety, corruption -------------------------------------------------------
@@ -507,6 +664,8 @@ fn the_architecture_is_reported_for_every_fixture() {
         ("rrdb_x4.pth", "RRDBNet"),
         ("rrdb_x4_old.pth", "RRDBNet"),
         ("rrdb_x8_old.pth", "RRDBNet"),
+        ("span_x2.pth", "SPAN"),
+        ("span_x4_train.pth", "SPAN"),
     ] {
         let m = load_bytes(&read(file), file, Overrides::default())
             .unwrap_or_else(|e| panic!("{file}: {e}"));

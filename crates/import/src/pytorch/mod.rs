@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | SRVGGNetCompact (Real-ESRGAN Compact, `realesr-general-x4v3`, `realesr-animevideov3`) | `body.0.weight`, `body.N.weight` | `num_feat`, `num_conv`, scale; PReLU from its weights, ReLU / LeakyReLU(0.1) from the safetensors metadata `act_type` or [`Options`] |
 //! | ESRGAN / RRDBNet (new `conv_first`/`body.N.rdbM.convK` layout, the BSRGAN `RRDB_trunk` one, and the old `model.0`/`model.1.sub.N.RDBM.convK.0` one) | `conv_first.weight` + `body.0.rdb1.conv1.weight`, or `model.0.weight` + `model.1.sub.0.RDB1.conv1.0.weight` | `num_feat`, `num_block`, `num_grow_ch`, scale 8/4 (×2 nearest upsamplings), 2/1 (pixel-unshuffle of the input) |
+//! | SPAN (spandrel's `SPAN`) | `conv_1.sk.weight` / `conv_1.eval_conv.weight` / `block_1.c1_r.*` | `feature_channels`, input/output channels, scale (from `upsampler.0.weight`), the RGB-mean normalisation (absent with a `no_norm` buffer); `eval_conv` weights used when present, else the train-time branches folded at import |
 //!
 //! Real-ESRGAN's ×2 and ×1 RRDBNets start with `F.pixel_unshuffle`; the IR has no such
 //! operator, so it becomes a stride-`b`, `b×b` convolution with one-hot weights, which is

@@ -1,6 +1,7 @@
 //! Architecture detection from a state dict's keys and shapes, and the graph builders.
 
 mod rrdb;
+mod span;
 mod srvgg;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,19 @@ pub enum Architecture {
         unshuffle: usize,
         scale: usize,
     },
+    /// SPAN (spandrel's `SPAN`): six SPAB blocks of re-parameterisable convolutions.
+    Span {
+        /// Input channels.
+        channels: usize,
+        out_channels: usize,
+        feature_channels: usize,
+        scale: usize,
+        /// `(x - rgb_mean) * img_range` on the input (no `no_norm` buffer in the dict).
+        norm: bool,
+        /// Whether the dict holds the folded `eval_conv` weights (else the train-time
+        /// branches are folded at import).
+        eval_conv: bool,
+    },
 }
 
 impl Architecture {
@@ -85,6 +99,25 @@ impl Architecture {
                 ..
             } => format!(
                 "RRDBNet ({layout:?} layout) ×{scale}, num_feat {num_feat}, num_block {num_block}, num_grow_ch {num_grow_ch}"
+            ),
+            Architecture::Span {
+                feature_channels,
+                scale,
+                norm,
+                eval_conv,
+                ..
+            } => format!(
+                "SPAN ×{scale}, feature_channels {feature_channels}{}{}",
+                if *norm {
+                    ", RGB mean normalisation"
+                } else {
+                    ""
+                },
+                if *eval_conv {
+                    ""
+                } else {
+                    ", train-time branches folded"
+                }
             ),
         }
     }
@@ -125,13 +158,17 @@ pub fn detect(sd: &StateDict, file: &str, options: Options) -> R<Architecture> {
     if let Some(a) = rrdb::detect(sd, file)? {
         return Ok(a);
     }
+    if let Some(a) = span::detect(sd, file)? {
+        return Ok(a);
+    }
     Err(invalid(
         file,
         format!(
             "no supported architecture fits this state dict ({} tensors; first keys: {}); \
              recognised: SRVGGNetCompact (body.0.weight, body.N.weight …), ESRGAN/RRDBNet \
              (conv_first.weight + body.0.rdb1.conv1.weight, or model.0.weight + \
-             model.1.sub.0.RDB1.conv1.0.weight)",
+             model.1.sub.0.RDB1.conv1.0.weight), SPAN (conv_1.sk.weight, \
+             block_1.c1_r.…, conv_cat.weight, upsampler.0.weight)",
             sd.tensors.len(),
             first_keys(sd)
         ),
@@ -142,6 +179,7 @@ pub fn build(a: &Architecture, sd: &StateDict, file: &str) -> R<Graph> {
     match a {
         Architecture::SrvggCompact { .. } => srvgg::build(a, sd, file),
         Architecture::Rrdb { .. } => rrdb::build(a, sd, file),
+        Architecture::Span { .. } => span::build(a, sd, file),
     }
 }
 
@@ -232,13 +270,43 @@ impl<'a> Net<'a> {
             }
             None => None,
         };
-        let mut weights = vec![0f32; w.data.len()];
+        self.conv_oihw(
+            prefix,
+            x,
+            &w.data,
+            [cout, cin, kh, kw],
+            bias,
+            activation,
+            residual,
+        )
+    }
+
+    /// A stride-1 convolution with `padding = k / 2` from a PyTorch `[cout, cin, kh, kw]`
+    /// kernel (row-major), the activation and residual fused.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_oihw(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        w: &[f32],
+        [cout, cin, kh, kw]: [usize; 4],
+        bias: Option<Vec<f32>>,
+        activation: Option<Activation>,
+        residual: Option<(f32, ValueId)>,
+    ) -> R<ValueId> {
+        if w.len() != cout * cin * kh * kw {
+            return Err(self.err(format!(
+                "'{name}': {} kernel values for shape [{cout}, {cin}, {kh}, {kw}]",
+                w.len()
+            )));
+        }
+        let mut weights = vec![0f32; w.len()];
         for co in 0..cout {
             for ci in 0..cin {
                 for ky in 0..kh {
                     for kx in 0..kw {
                         weights[((ky * kw + kx) * cin + ci) * cout + co] =
-                            w.data[((co * cin + ci) * kh + ky) * kw + kx];
+                            w[((co * cin + ci) * kh + ky) * kw + kx];
                     }
                 }
             }
@@ -266,7 +334,7 @@ impl<'a> Net<'a> {
         };
         let mut inputs = vec![x];
         inputs.extend(residual.map(|(_, v)| v));
-        self.push(prefix, Op::Conv2d(conv), inputs)
+        self.push(name, Op::Conv2d(conv), inputs)
     }
 
     /// `F.pixel_unshuffle(x, b)` as a stride-`b`, `b×b` convolution with one-hot weights:
