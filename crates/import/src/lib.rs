@@ -43,8 +43,8 @@ pub struct ImportedModel {
 }
 
 impl ImportedModel {
-    /// The architecture the network is recognised as (`SRVGGNetCompact`, `RRDBNet`, `EDSR`,
-    /// `ESPCN`, `FSRCNN`, `LapSRN`), `None` when no known pattern fits; see
+    /// The architecture the network is recognised as (`SRVGGNetCompact`, `RRDBNet`, `SPAN`,
+    /// `EDSR`, `ESPCN`, `FSRCNN`, `LapSRN`), `None` when no known pattern fits; see
     /// [`family::architecture`].
     pub fn architecture(&self) -> Option<&'static str> {
         family::architecture(self.format, &self.graph)
