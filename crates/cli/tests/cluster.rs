@@ -584,9 +584,40 @@ async fn a_redis_restart_loses_no_accepted_job() {
     );
     ready(&http, &api).await;
     ready(&http, &worker).await;
-    let image = png(160, 120);
+    let image = png(480, 360);
     let ids: Vec<String> =
         futures_util::future::join_all((0..3).map(|_| submit_id(&http, &api, &image))).await;
+    // One worker slot: the last job waits behind the first two, so it is not done before
+    // Redis goes away; its event stream is open across the restart.
+    let last = ids[2].clone();
+    let events = tokio::spawn({
+        let url = api.url(&format!("/v1/jobs/{last}/events"));
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.expect("the stream opens");
+            let mut body = r.bytes_stream();
+            let mut text = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.contains("\"status\":\"done\"") {
+                    break;
+                }
+            }
+            text
+        }
+    });
+    until("the stream to be following the job", || async {
+        (redis
+            .cli(&["PUBSUB", "NUMSUB", &format!("superres:events:{last}")])
+            .ends_with('1'))
+        .then_some(())
+    })
+    .await;
+    assert_ne!(
+        redis.job_field(&last, "status"),
+        "done",
+        "still to do when Redis stops"
+    );
 
     let (dir, port) = redis.stop();
     let r = http.get(api.url("/readyz")).send().await.unwrap();
@@ -603,8 +634,15 @@ async fn a_redis_restart_loses_no_accepted_job() {
     ready(&http, &api).await;
     for id in &ids {
         wait_status(&http, &api, id, "done").await;
-        assert_eq!(png_size(&result(&http, &api, id).await), (480, 360));
+        assert_eq!(png_size(&result(&http, &api, id).await), (1440, 1080));
     }
+    // The stream lost its subscription with Redis, and still saw the job end (it re-reads
+    // the job's state on a timer).
+    let text = tokio::time::timeout(BOUND, events)
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(text.contains("\"status\":\"done\""), "{text}");
     assert_eq!(redis.cli(&["HGET", "superres:stats", "queued"]), "0");
     assert_eq!(redis.cli(&["HGET", "superres:stats", "running"]), "0");
 }
