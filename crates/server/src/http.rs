@@ -302,8 +302,8 @@ async fn job_request(
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 
-/// The `Idempotency-Key` header: visible ASCII, at most [`MAX_IDEMPOTENCY_KEY`] bytes
-/// (400 otherwise); absent or blank is none.
+/// The `Idempotency-Key` header: 1 to [`MAX_IDEMPOTENCY_KEY`] bytes of visible ASCII (400
+/// otherwise, an empty one included); absent is none.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -314,11 +314,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
              {MAX_IDEMPOTENCY_KEY} bytes"
         ))
     };
-    let text = value.to_str().map_err(|_| bad())?.trim();
-    if text.len() > MAX_IDEMPOTENCY_KEY || !text.bytes().all(|b| b.is_ascii_graphic()) {
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.is_empty()
+        || text.len() > MAX_IDEMPOTENCY_KEY
+        || !text.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(bad());
     }
-    Ok(Some(text.to_string()).filter(|t| !t.is_empty()))
+    Ok(Some(text.to_string()))
 }
 
 /// `POST /enhance`: waits in the same queue as jobs and answers the image itself.
