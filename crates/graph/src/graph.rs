@@ -155,6 +155,29 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// Kernel weights laid out `[cout, cin/groups, kh, kw]` (ONNX, PyTorch, ncnn) in the
+    /// IR's `[kh, kw, cin/groups, cout]` order.
+    pub fn weights_from_oihw(
+        oihw: &[f32],
+        cout: usize,
+        cin_per_group: usize,
+        kh: usize,
+        kw: usize,
+    ) -> Vec<f32> {
+        let mut weights = vec![0.0f32; oihw.len()];
+        for o in 0..cout {
+            for i in 0..cin_per_group {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        weights[((y * kw + x) * cin_per_group + i) * cout + o] =
+                            oihw[((o * cin_per_group + i) * kh + y) * kw + x];
+                    }
+                }
+            }
+        }
+        weights
+    }
+
     /// A stride-1, undilated, ungrouped convolution with TensorFlow `SAME` padding.
     pub fn same(
         kh: usize,

@@ -654,17 +654,7 @@ impl<'a> Builder<'a> {
             None
         };
         // ncnn: [cout][cin/g][kh][kw]; the IR: [kh][kw][cin/g][cout].
-        let mut weights = vec![0.0f32; wsize];
-        for o in 0..cout {
-            for i in 0..cing {
-                for y in 0..kh {
-                    for xx in 0..kw {
-                        weights[((y * kw + xx) * cing + i) * cout + o] =
-                            raw[((o * cing + i) * kh + y) * kw + xx];
-                    }
-                }
-            }
-        }
+        let weights = Conv2d::weights_from_oihw(&raw, cout, cing, kh, kw);
         let conv = Conv2d {
             kh,
             kw,

@@ -61,17 +61,7 @@ impl Importer<'_> {
         let stride = self.attr_pair(n, "strides", 1, 1)?;
         let dilation = self.attr_pair(n, "dilations", 1, 1)?;
         let padding = self.conv_padding(n, (kh, kw), stride, dilation)?;
-        let mut weights = vec![0.0f32; wv.len()];
-        for co in 0..cout {
-            for ci in 0..cig {
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        weights[((ky * kw + kx) * cig + ci) * cout + co] =
-                            wv[((co * cig + ci) * kh + ky) * kw + kx];
-                    }
-                }
-            }
-        }
+        let weights = Conv2d::weights_from_oihw(&wv, cout, cig, kh, kw);
         let conv = Conv2d {
             kh,
             kw,

@@ -300,17 +300,7 @@ impl<'a> Net<'a> {
                 w.len()
             )));
         }
-        let mut weights = vec![0f32; w.len()];
-        for co in 0..cout {
-            for ci in 0..cin {
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        weights[((ky * kw + kx) * cin + ci) * cout + co] =
-                            w[((co * cin + ci) * kh + ky) * kw + kx];
-                    }
-                }
-            }
-        }
+        let weights = Conv2d::weights_from_oihw(w, cout, cin, kh, kw);
         let conv = Conv2d {
             kh,
             kw,
