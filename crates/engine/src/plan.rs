@@ -14,7 +14,7 @@
 //! ([`crate::Executable::peak_bytes`]) is computed from the same plan it executes, so the
 //! pipeline's tile sizes follow the real allocation, whatever the network's depth.
 
-use superres_graph::{Graph, Node, Op};
+use superres_graph::{Graph, Node, Op, ShapeError};
 
 use crate::EngineError;
 
@@ -73,77 +73,22 @@ pub fn infer_shapes(
     h: usize,
     w: usize,
 ) -> Result<Vec<(usize, usize, usize)>, EngineError> {
-    let n = graph.nodes.len();
-    let mut shapes = vec![(0, 0, 0); n];
-    let mismatch = |name: &str| EngineError::Unsupported {
-        backend: "plan",
-        message: format!("node '{name}': operand sizes differ for a {h}×{w} input"),
-    };
-    for (i, node) in graph.nodes.iter().enumerate() {
-        let c = node.channels.unwrap_or(0);
-        let arg = |k: usize| shapes[node.inputs[k].0];
-        shapes[i] = match &node.op {
-            Op::Input { .. } => (h, w, c),
-            Op::Const(_) => (0, 0, 0),
-            Op::Conv2d(conv) => {
-                let (ih, iw, _) = arg(0);
-                let (oh, ow) = conv
-                    .output_size(ih, iw)
-                    .filter(|&(a, b)| a > 0 && b > 0)
-                    .ok_or_else(|| EngineError::TooSmall {
-                        h,
-                        w,
-                        node: node.name.clone(),
-                    })?;
-                if conv.epilogue.residual.is_some() && arg(1) != (oh, ow, c) {
-                    return Err(mismatch(&node.name));
-                }
-                (oh, ow, c)
-            }
-            Op::Binary(_) => {
-                let (a, b) = (arg(0), arg(1));
-                if b != (0, 0, 0) && b != a {
-                    return Err(mismatch(&node.name));
-                }
-                a
-            }
-            Op::Unary(_) | Op::Activation(_) => arg(0),
-            Op::DepthToSpace { block, .. } => {
-                let (ih, iw, _) = arg(0);
-                (ih * block, iw * block, c)
-            }
-            Op::Resize { factor, mode } => {
-                let (ih, iw, _) = arg(0);
-                let d = mode.down();
-                if (ih * factor) % d != 0 || (iw * factor) % d != 0 {
-                    return Err(EngineError::Unsupported {
-                        backend: "plan",
-                        message: format!(
-                            "node '{}': a {ih}×{iw} value does not resize by {factor}/{d} to \
-                             whole pixels (the input size must be a multiple of {d})",
-                            node.name
-                        ),
-                    });
-                }
-                (ih * factor / d, iw * factor / d, c)
-            }
-            Op::Concat => {
-                let (ih, iw, _) = arg(0);
-                if (1..node.inputs.len()).any(|k| (arg(k).0, arg(k).1) != (ih, iw)) {
-                    return Err(mismatch(&node.name));
-                }
-                (ih, iw, c)
-            }
-        };
-    }
-    Ok(shapes)
+    graph.shapes(h, w).map_err(|e| match e {
+        ShapeError::TooSmall { h, w, node } => EngineError::TooSmall { h, w, node },
+        e @ ShapeError::Mismatch { .. } => EngineError::Unsupported {
+            backend: "plan",
+            message: e.to_string(),
+        },
+    })
 }
 
 /// The in-place rule every backend can use for element-wise operators: their output may take
 /// the first input's buffer.
 pub fn elementwise_in_place(node: &Node) -> InPlace {
     match node.op {
-        Op::Unary(_) | Op::Activation(_) | Op::Binary(_) => InPlace::FirstInput,
+        Op::Unary(_) | Op::Activation(_) | Op::Binary(_) | Op::SqueezeExcite(_) => {
+            InPlace::FirstInput
+        }
         _ => InPlace::No,
     }
 }

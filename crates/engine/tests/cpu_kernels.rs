@@ -5,6 +5,8 @@
 //! `1e-5` of the largest output magnitude, F(6,3) (larger transform coefficients) within
 //! `4e-5` (measured worst cases are printed with `--nocapture`).
 
+mod common;
+
 use std::sync::Arc;
 
 use superres_engine::cpu::{ConvAlgo, CpuBackend, CpuOptions, Isa, reference};
@@ -714,6 +716,38 @@ fn bicubic_resize_matches_a_textbook_reference_and_the_interpreter() {
                 got[0].data(),
                 want.data(),
                 "{h}x{w} ×{factor}/{down} on {isa:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_operator_matches_the_reference_on_one_and_two_threads() {
+    // Edge replication, crops, squeeze-and-excitation and everything else the IR has.
+    let g = common::every_op_graph();
+    let (h, w) = (10, 14);
+    let x = Tensor::image(h, w, 3, common::values(h * w * 3, 5, 1.0));
+    let want = reference::run(&g, &x).expect("reference");
+    for threads in [1, 2] {
+        let backend = CpuBackend::with_options(CpuOptions {
+            threads: Some(threads),
+            isa: None,
+            conv: ConvAlgo::Direct,
+        })
+        .expect("backend");
+        let got = backend.prepare(&g).expect("prepare").run(&x).expect("run");
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.shape(), b.shape());
+            let scale = b.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .data()
+                .iter()
+                .zip(b.data())
+                .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "{threads} thread(s): {worst} (scale {scale})"
             );
         }
     }

@@ -140,6 +140,20 @@ fn call(lib: &libloading::Library, name: &str, a: &[A]) {
             p(0), i(1), p(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9), i(10)),
         Some("concat") => go!(Pt, i32, i32, i32, Pt, i32, i32, i64, i32;
             p(0), i(1), i(2), i(3), p(4), i(5), i(6), l(7), i(8)),
+        Some("border") => go!(Pt, Pt, i32, i32, i32, i32, i32, i32, i32, i32;
+            p(0), p(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9)),
+        Some("se") => match name {
+            n if n.starts_with("se_sum") => go!(Pt, Pt, i32, i32, i64, i32;
+                p(0), p(1), i(2), i(3), l(4), i(5)),
+            n if n.starts_with("se_mean") => go!(Pt, Pt, i32, i32, i32, i64, i32;
+                p(0), p(1), i(2), i(3), i(4), l(5), i(6)),
+            n if n.starts_with("se_dense") => {
+                go!(Pt, Pt, i32, i32, i32, Pt, Pt, i32, Pt, i32, f32, f32;
+                p(0), p(1), i(2), i(3), i(4), p(5), p(6), i(7), p(8), i(9), f(10), f(11))
+            }
+            _ => go!(Pt, Pt, Pt, i32, i32, i32, i64;
+                p(0), p(1), p(2), i(3), i(4), i(5), l(6)),
+        },
         other => panic!("no signature for {other:?}"),
     }
 }
@@ -338,6 +352,120 @@ fn exec(k: &Kernels, twin: &Twin, plan: &DevicePlan, step: &Step, arena: &mut Ho
                     off += c;
                 }
             });
+            true
+        }
+        Step::Border {
+            dst,
+            src,
+            cs,
+            h,
+            w,
+            oh,
+            ow,
+            top,
+            left,
+        } => {
+            run(arena, *dst, &[*src], &|d, s| {
+                k.launch(
+                    "border_f32",
+                    &[
+                        A::P(d as *const c_void),
+                        A::P(s[0] as *const c_void),
+                        A::I(*cs as i32),
+                        A::I(n as i32),
+                        A::I(*h as i32),
+                        A::I(*w as i32),
+                        A::I(*top as i32),
+                        A::I(*left as i32),
+                        A::I(*oh as i32),
+                        A::I(*ow as i32),
+                    ],
+                );
+            });
+            true
+        }
+        Step::SqueezeExcite {
+            node,
+            dst,
+            src,
+            hw,
+            c,
+            cs,
+        } => {
+            let layers = twin.lowered().ses[*node].clone().expect("lowered");
+            let slices = superres_engine::cuda::dplan::SE_SLICES;
+            let widest = layers.iter().map(|d| d.cout).max().unwrap_or(0).max(*c);
+            let mut part = vec![0.0f64; n * slices * cs];
+            let mut means = vec![0.0f32; n * c];
+            let mut ping = [vec![0.0f32; n * widest], vec![0.0f32; n * widest]];
+            run(arena, *dst, &[*src], &|d, s| {
+                let part = part.as_ptr() as *mut f64;
+                let means = means.as_ptr() as *mut f32;
+                let ping: Vec<*mut f32> = ping.iter().map(|v| v.as_ptr() as *mut f32).collect();
+                let pv = |p: *mut f32| A::P(p as *const c_void);
+                k.launch(
+                    "se_sum_f32",
+                    &[
+                        A::P(part as *const c_void),
+                        A::P(s[0] as *const c_void),
+                        A::I(*cs as i32),
+                        A::I(n as i32),
+                        A::L(*hw as i64),
+                        A::I(slices as i32),
+                    ],
+                );
+                k.launch(
+                    "se_mean_f32",
+                    &[
+                        pv(means),
+                        A::P(part as *const c_void),
+                        A::I(*c as i32),
+                        A::I(*cs as i32),
+                        A::I(n as i32),
+                        A::L(*hw as i64),
+                        A::I(slices as i32),
+                    ],
+                );
+                let mut v = means;
+                for (idx, l) in layers.iter().enumerate() {
+                    let out = ping[idx % 2];
+                    let (alpha, nalpha) = l
+                        .act
+                        .alpha
+                        .map_or((std::ptr::null(), 0), |(id, m)| (param(id), m as i32));
+                    k.launch(
+                        "se_dense_f32",
+                        &[
+                            pv(out),
+                            pv(v),
+                            A::I(n as i32),
+                            A::I(l.cin as i32),
+                            A::I(l.cout as i32),
+                            A::P(param(l.weights)),
+                            A::P(l.bias.map_or(std::ptr::null(), param)),
+                            A::I(l.act.code),
+                            A::P(alpha),
+                            A::I(nalpha),
+                            A::F(l.act.p0),
+                            A::F(l.act.p1),
+                        ],
+                    );
+                    v = out;
+                }
+                k.launch(
+                    "se_scale_f32",
+                    &[
+                        A::P(d as *const c_void),
+                        A::P(s[0] as *const c_void),
+                        pv(v),
+                        A::I(*c as i32),
+                        A::I(*cs as i32),
+                        A::I(n as i32),
+                        A::L(*hw as i64),
+                    ],
+                );
+            });
+            let _ = (&mut part, &mut means, &mut ping);
             true
         }
     }
@@ -572,10 +700,17 @@ fn the_cuda_c_kernels_reproduce_the_twin_on_every_operator() {
         })
         .expect("kernels");
     assert_eq!(got, want);
-    let all: std::collections::BTreeSet<String> =
-        ["Binary", "Concat", "DepthToSpace", "Pointwise", "Resize"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let all: std::collections::BTreeSet<String> = [
+        "Binary",
+        "Border",
+        "Concat",
+        "DepthToSpace",
+        "Pointwise",
+        "Resize",
+        "SqueezeExcite",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(kinds, all, "every kind of step ran on the kernels");
 }

@@ -104,6 +104,103 @@ impl Padding {
     }
 }
 
+/// Edge replication and cropping, per side, in pixels of its input: a positive side adds that
+/// many copies of the edge row or column, a negative one removes that many rows or columns.
+///
+/// Networks of unpadded convolutions (waifu2x's) shrink the image as they go: they are run on
+/// an input replicated at its edges by as much as they consume (waifu2x-ncnn-vulkan's
+/// "prepadding"), and their skip connections crop the wider branch to the narrower one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Border {
+    pub top: isize,
+    pub bottom: isize,
+    pub left: isize,
+    pub right: isize,
+}
+
+impl Border {
+    /// The same amount on every side.
+    pub fn uniform(n: isize) -> Self {
+        Border {
+            top: n,
+            bottom: n,
+            left: n,
+            right: n,
+        }
+    }
+
+    /// Output size for an `h × w` input, or `None` if the crop leaves no pixel.
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let side = |n: usize, a: isize, b: isize| {
+            let n = (n as isize).checked_add(a)?.checked_add(b)?;
+            (n > 0).then_some(n as usize)
+        };
+        Some((
+            side(h, self.top, self.bottom)?,
+            side(w, self.left, self.right)?,
+        ))
+    }
+
+    /// The source row (or column) of output row `o`: `o - before`, clamped to `0..n`.
+    #[inline]
+    pub fn source(o: usize, before: isize, n: usize) -> usize {
+        (o as isize - before).clamp(0, n as isize - 1) as usize
+    }
+}
+
+/// One fully connected layer of a [`SqueezeExcite`] block: `act(W · v + b)` on a vector of
+/// channel statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    pub cin: usize,
+    pub cout: usize,
+    /// `[cout, cin]`, row-major.
+    pub weights: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+    pub activation: Option<Activation>,
+}
+
+/// Squeeze-and-excitation (the channel attention of waifu2x's CUNet, RCAN and their kin):
+/// every channel of the image is multiplied by a gate computed from the channel means
+/// through `layers` (typically reduce, ReLU, expand, sigmoid).
+///
+/// The means are over the run's whole input, so a tiled run averages over each tile (with
+/// its margins), as waifu2x-ncnn-vulkan's tiles do: with this operator a tiled result is
+/// close to, not equal to, the untiled one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SqueezeExcite {
+    pub layers: Vec<Dense>,
+}
+
+impl SqueezeExcite {
+    /// The per-channel gates for channel means `means` (`f32` throughout, accumulated in
+    /// input order, as ncnn's `InnerProduct`).
+    pub fn gates(&self, means: &[f32]) -> Vec<f32> {
+        let mut v = means.to_vec();
+        for d in &self.layers {
+            let mut out = Vec::with_capacity(d.cout);
+            for o in 0..d.cout {
+                let row = &d.weights[o * d.cin..(o + 1) * d.cin];
+                let mut acc = d.bias.as_ref().map_or(0.0, |b| b[o]);
+                for (w, x) in row.iter().zip(&v) {
+                    acc += w * x;
+                }
+                out.push(d.activation.as_ref().map_or(acc, |a| a.apply(acc, o)));
+            }
+            v = out;
+        }
+        v
+    }
+
+    /// Weights and biases of the layers.
+    pub fn parameter_count(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|d| d.weights.len() + d.bias.as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+}
+
 /// What a convolution does to its accumulator before storing it, in this order:
 /// `y = act(acc + bias)`, then `out = skip + residual_scale * y` when `residual` is set.
 /// The skip tensor is the convolution node's second input.
@@ -312,6 +409,10 @@ pub enum Op {
     },
     /// Concatenation along channels; any number of inputs of the same spatial size.
     Concat,
+    /// Edge replication or cropping ([`Border`]).
+    Border(Border),
+    /// Channel attention ([`SqueezeExcite`]).
+    SqueezeExcite(SqueezeExcite),
 }
 
 impl Op {
@@ -336,6 +437,8 @@ impl Op {
             Op::DepthToSpace { .. } => "DepthToSpace",
             Op::Resize { .. } => "Resize",
             Op::Concat => "Concat",
+            Op::Border(_) => "Border",
+            Op::SqueezeExcite(_) => "SqueezeExcite",
         }
     }
 }
@@ -518,6 +621,7 @@ impl Graph {
                 }
                 Op::Const(t) => t.len(),
                 Op::Activation(a) => act_params(&Some(a.clone())),
+                Op::SqueezeExcite(se) => se.parameter_count(),
                 _ => 0,
             })
             .sum()
@@ -728,6 +832,47 @@ impl Graph {
                     total += c;
                 }
                 Ok((Some(total), Some(s0)))
+            }
+            // Sizes shift by a constant, which the asymptotic scale does not see; the
+            // concrete sizes are checked by [`Graph::shapes`].
+            Op::Border(_) => {
+                arity(1)?;
+                let (c, s) = image(0)?;
+                Ok((Some(c), Some(s)))
+            }
+            Op::SqueezeExcite(se) => {
+                arity(1)?;
+                let (c, s) = image(0)?;
+                let mut width = c;
+                for (k, d) in se.layers.iter().enumerate() {
+                    if d.cin != width {
+                        return Err(err(format!(
+                            "layer {k} takes {} values, the one before gives {width}",
+                            d.cin
+                        )));
+                    }
+                    if d.weights.len() != d.cin * d.cout {
+                        return Err(err(format!(
+                            "layer {k}: {} weights for {} → {}",
+                            d.weights.len(),
+                            d.cin,
+                            d.cout
+                        )));
+                    }
+                    if d.bias.as_ref().is_some_and(|b| b.len() != d.cout) {
+                        return Err(err(format!(
+                            "layer {k}: biases for other than {} outputs",
+                            d.cout
+                        )));
+                    }
+                    width = d.cout;
+                }
+                if se.layers.is_empty() || width != c {
+                    return Err(err(format!(
+                        "the gates must be one per channel ({c}), the layers give {width}"
+                    )));
+                }
+                Ok((Some(c), Some(s)))
             }
         }
     }

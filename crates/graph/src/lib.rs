@@ -29,11 +29,13 @@
 mod graph;
 pub mod passes;
 mod receptive;
+mod shapes;
 mod tensor;
 
 pub use graph::{
-    Activation, BinaryOp, Conv2d, DepthToSpaceMode, Epilogue, Graph, GraphError, Node, Op, Padding,
-    ResizeMode, UnaryOp, ValueId, cubic_taps, cubic_weights,
+    Activation, BinaryOp, Border, Conv2d, Dense, DepthToSpaceMode, Epilogue, Graph, GraphError,
+    Node, Op, Padding, ResizeMode, SqueezeExcite, UnaryOp, ValueId, cubic_taps, cubic_weights,
 };
 pub use receptive::ReceptiveField;
+pub use shapes::ShapeError;
 pub use tensor::Tensor;

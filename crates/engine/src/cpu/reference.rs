@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 use superres_graph::{
-    Activation, BinaryOp, Conv2d, DepthToSpaceMode, Graph, Op, ResizeMode, Tensor, UnaryOp,
+    Activation, BinaryOp, Border, Conv2d, DepthToSpaceMode, Graph, Op, ResizeMode, Tensor, UnaryOp,
     cubic_taps,
 };
 
@@ -50,6 +50,25 @@ pub fn run(graph: &Graph, input: &Tensor) -> Result<Vec<Tensor>, EngineError> {
             Op::Concat => {
                 let parts: Vec<&Tensor> = (0..node.inputs.len()).map(arg).collect();
                 concat(&parts)
+            }
+            Op::Border(b) => border(arg(0), b).ok_or_else(|| {
+                let (h, w, _) = arg(0).hwc().unwrap_or_default();
+                EngineError::TooSmall {
+                    h,
+                    w,
+                    node: node.name.clone(),
+                }
+            })?,
+            Op::SqueezeExcite(se) => {
+                let x = arg(0);
+                let (h, w, c) = x.hwc().expect("image");
+                let mut sums = vec![0.0f64; c];
+                for (i, &v) in x.data().iter().enumerate() {
+                    sums[i % c] += f64::from(v);
+                }
+                let means: Vec<f32> = sums.iter().map(|s| (s / (h * w) as f64) as f32).collect();
+                let gates = se.gates(&means);
+                map(x, |v, ch| v * gates[ch])
             }
         };
         values[i] = Some(out);
@@ -249,4 +268,19 @@ pub fn concat(parts: &[&Tensor]) -> Tensor {
 /// Applies an activation to every value of an image (exposed for kernel tests).
 pub fn activation(x: &Tensor, a: &Activation) -> Tensor {
     map(x, |v, c| a.apply(v, c))
+}
+
+/// Edge replication and cropping; `None` when nothing is left.
+fn border(x: &Tensor, b: &Border) -> Option<Tensor> {
+    let (h, w, c) = x.hwc().expect("image");
+    let (oh, ow) = b.output_size(h, w)?;
+    let mut data = Vec::with_capacity(oh * ow * c);
+    for y in 0..oh {
+        let sy = Border::source(y, b.top, h);
+        for xx in 0..ow {
+            let sx = Border::source(xx, b.left, w);
+            data.extend_from_slice(&x.data()[(sy * w + sx) * c..][..c]);
+        }
+    }
+    Some(Tensor::image(oh, ow, c, data))
 }

@@ -21,7 +21,7 @@ use cudarc::cudnn::sys as dnn;
 use cudarc::driver::sys as cu;
 use superres_graph::{Graph, ResizeMode};
 
-use super::dplan::{Buf, DevicePlan, Lowered, Operand, Step};
+use super::dplan::{Buf, DevicePlan, Lowered, Operand, SE_SLICES, Step};
 use super::gpu::{Arg, Gpu, InMapC, Lane, LanePool, LaneSlot, OutMapC, ty};
 use super::handles::{DeviceMem, Event, Pinned, cu_check, dnn_check, elapsed_ms};
 use super::kernels;
@@ -996,6 +996,120 @@ impl DeviceExecutable {
                     off += c;
                 }
                 Ok(())
+            }
+            Step::Border {
+                dst,
+                src,
+                cs,
+                h,
+                w,
+                oh,
+                ow,
+                top,
+                left,
+            } => {
+                let i = |v: usize| Arg::I32(v as i32);
+                lane.launch(
+                    &kernels::name("border", t),
+                    n * oh * ow * cs,
+                    &[
+                        Arg::Ptr(addr(*dst)),
+                        Arg::Ptr(addr(*src)),
+                        i(*cs),
+                        i(n),
+                        i(*h),
+                        i(*w),
+                        Arg::I32(*top as i32),
+                        Arg::I32(*left as i32),
+                        i(*oh),
+                        i(*ow),
+                    ],
+                )
+            }
+            Step::SqueezeExcite {
+                node,
+                dst,
+                src,
+                hw,
+                c,
+                cs,
+            } => {
+                let layers = self.lowered.ses[*node]
+                    .as_ref()
+                    .ok_or_else(|| EngineError::Device("unlowered squeeze-excitation".into()))?;
+                let i = |v: usize| Arg::I32(v as i32);
+                // The scratch: partial sums (f64), then the means and two vectors (f32).
+                let part = addr(Buf::Pad);
+                let means = part + (n * SE_SLICES * cs * 8) as u64;
+                let widest = layers.iter().map(|d| d.cout).max().unwrap_or(0).max(*c);
+                let vec_bytes = (4 * n * widest) as u64;
+                let ping = [
+                    means + (4 * n * c) as u64,
+                    means + (4 * n * c) as u64 + vec_bytes,
+                ];
+                lane.launch(
+                    &kernels::name("se_sum", t),
+                    n * SE_SLICES * cs,
+                    &[
+                        Arg::Ptr(part),
+                        Arg::Ptr(addr(*src)),
+                        i(*cs),
+                        i(n),
+                        Arg::I64(*hw as i64),
+                        i(SE_SLICES),
+                    ],
+                )?;
+                lane.launch(
+                    &kernels::name("se_mean", t),
+                    n * c,
+                    &[
+                        Arg::Ptr(means),
+                        Arg::Ptr(part),
+                        i(*c),
+                        i(*cs),
+                        i(n),
+                        Arg::I64(*hw as i64),
+                        i(SE_SLICES),
+                    ],
+                )?;
+                let mut v = means;
+                for (k, d) in layers.iter().enumerate() {
+                    let out = ping[k % 2];
+                    let (alpha, nalpha) =
+                        d.act.alpha.map_or((0, 0), |(id, m)| (param(id), m as i32));
+                    lane.launch(
+                        &kernels::name("se_dense", t),
+                        n * d.cout,
+                        &[
+                            Arg::Ptr(out),
+                            Arg::Ptr(v),
+                            i(n),
+                            i(d.cin),
+                            i(d.cout),
+                            Arg::Ptr(param(d.weights)),
+                            Arg::Ptr(d.bias.map_or(0, param)),
+                            Arg::I32(d.act.code),
+                            Arg::Ptr(alpha),
+                            Arg::I32(nalpha),
+                            Arg::F32(d.act.p0),
+                            Arg::F32(d.act.p1),
+                        ],
+                    )?;
+                    v = out;
+                }
+                lane.launch(
+                    &kernels::name("se_scale", t),
+                    n * hw * cs,
+                    &[
+                        Arg::Ptr(addr(*dst)),
+                        Arg::Ptr(addr(*src)),
+                        Arg::Ptr(v),
+                        i(*c),
+                        i(*cs),
+                        i(n),
+                        Arg::I64(*hw as i64),
+                    ],
+                )
             }
         }
     }

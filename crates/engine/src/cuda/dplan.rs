@@ -18,7 +18,7 @@
 //!   operators do. Asymmetric padding (TensorFlow's `SAME` for even kernels), which cuDNN
 //!   cannot express, becomes an explicit zero-padding step into a scratch buffer.
 
-use superres_graph::{Activation, BinaryOp, DepthToSpaceMode, Graph, Op, ResizeMode};
+use superres_graph::{Activation, BinaryOp, Border, DepthToSpaceMode, Graph, Op, ResizeMode};
 
 use crate::plan::{self, InPlace, Loc};
 use crate::{EngineError, Precision};
@@ -140,6 +140,29 @@ impl ConvDesc {
     }
 }
 
+/// One dense layer of a squeeze-and-excitation block, its weights and bias in
+/// [`Lowered::params`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DenseDesc {
+    pub cin: usize,
+    pub cout: usize,
+    /// `[cout][cin]`.
+    pub weights: ParamId,
+    pub bias: Option<ParamId>,
+    pub act: Act,
+}
+
+/// Slices of an image's pixels summed separately by `se_sum` (then in order by `se_mean`),
+/// so the channel sums spread over the device and do not depend on its size.
+pub const SE_SLICES: usize = 64;
+
+/// Bytes of the scratch a squeeze-and-excitation step of `n` images needs: the partial
+/// sums (`f64`), the means and two vectors for the dense layers (`f32`).
+pub fn se_scratch_bytes(n: usize, cs: usize, c: usize, layers: &[DenseDesc]) -> usize {
+    let widest = layers.iter().map(|d| d.cout).max().unwrap_or(0).max(c);
+    n * SE_SLICES * cs * 8 + 4 * n * (c + 2 * widest)
+}
+
 /// A binary operator's second operand.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Operand {
@@ -174,6 +197,8 @@ pub struct Lowered {
     pub params: Vec<Vec<f32>>,
     /// The constant operand of each `Const` node: scalar or per-channel parameter.
     pub consts: Vec<Option<Operand>>,
+    /// The dense layers of each `SqueezeExcite` node.
+    pub ses: Vec<Option<Vec<DenseDesc>>>,
 }
 
 impl Lowered {
@@ -198,6 +223,7 @@ impl Lowered {
         let mut convs = vec![None; n];
         let mut acts = vec![None; n];
         let mut consts = vec![None; n];
+        let mut ses = vec![None; n];
         let mut params: Vec<Vec<f32>> = Vec::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             let c = node.channels.unwrap_or(0);
@@ -214,7 +240,11 @@ impl Lowered {
                 }
                 // Element-wise results keep their first operand's layout (they may run in
                 // place over it).
-                Op::Unary(_) | Op::Activation(_) | Op::Binary(_) => cs[node.inputs[0].0],
+                Op::Unary(_)
+                | Op::Activation(_)
+                | Op::Binary(_)
+                | Op::SqueezeExcite(_)
+                | Op::Border(_) => cs[node.inputs[0].0],
                 _ => pad(c),
             };
             match &node.op {
@@ -261,6 +291,29 @@ impl Lowered {
                     });
                 }
                 Op::Activation(a) => acts[i] = Some(Act::new(Some(a), &mut params)),
+                Op::SqueezeExcite(se) => {
+                    let layers = se
+                        .layers
+                        .iter()
+                        .map(|d| {
+                            params.push(d.weights.clone());
+                            let weights = params.len() - 1;
+                            let bias = d.bias.as_ref().map(|b| {
+                                params.push(b.clone());
+                                params.len() - 1
+                            });
+                            let act = Act::new(d.activation.as_ref(), &mut params);
+                            DenseDesc {
+                                cin: d.cin,
+                                cout: d.cout,
+                                weights,
+                                bias,
+                                act,
+                            }
+                        })
+                        .collect();
+                    ses[i] = Some(layers);
+                }
                 Op::Unary(u) => {
                     acts[i] = Some(Act {
                         code: match u {
@@ -281,6 +334,7 @@ impl Lowered {
             acts,
             params,
             consts,
+            ses,
         })
     }
 
@@ -370,6 +424,28 @@ pub enum Step {
         dst_cs: usize,
         npix: usize,
         parts: Vec<(Buf, usize, usize)>,
+    },
+    /// Edge replication or cropping of `n` images of `h × w` into `oh × ow` (same `cs`).
+    Border {
+        dst: Buf,
+        src: Buf,
+        cs: usize,
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        top: isize,
+        left: isize,
+    },
+    /// `dst = src · gates(means(src))` per image and channel, through [`Buf::Pad`] as the
+    /// scratch of the sums and vectors ([`se_scratch_bytes`]).
+    SqueezeExcite {
+        node: usize,
+        dst: Buf,
+        src: Buf,
+        hw: usize,
+        c: usize,
+        cs: usize,
     },
 }
 
@@ -528,6 +604,32 @@ impl DevicePlan {
                         c,
                         factor: *factor,
                         mode: *mode,
+                    });
+                }
+                Op::Border(Border { top, left, .. }) => {
+                    let (ih, iw, _) = p.shapes[arg(0)];
+                    steps.push(Step::Border {
+                        dst: buf(i),
+                        src: buf(arg(0)),
+                        cs,
+                        h: ih,
+                        w: iw,
+                        oh,
+                        ow,
+                        top: *top,
+                        left: *left,
+                    });
+                }
+                Op::SqueezeExcite(_) => {
+                    let layers = lowered.ses[i].as_deref().unwrap_or(&[]);
+                    pad_bytes = pad_bytes.max(se_scratch_bytes(n, cs, c, layers));
+                    steps.push(Step::SqueezeExcite {
+                        node: i,
+                        dst: buf(i),
+                        src: buf(arg(0)),
+                        hw: oh * ow,
+                        c,
+                        cs,
                     });
                 }
                 Op::Concat => steps.push(Step::Concat {

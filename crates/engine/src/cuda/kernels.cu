@@ -248,6 +248,80 @@ extern "C" __global__ void NAME(T* dst, const T* src, int cs, int n, int h, int 
     }                                                                                         \
 }
 
+// Edge replication (a side > 0) or cropping (< 0): dst is oh × ow, pixel (y, x) the source
+// pixel (y - top, x - left) clamped into h × w; the same stored channels (zero padding
+// lanes stay zero).
+#define BORDER(T, NAME)                                                                      \
+extern "C" __global__ void NAME(T* dst, const T* src, int cs, int n, int h, int w, int top,  \
+                                int left, int oh, int ow) {                                   \
+    GRID_LOOP(i, (long)n * oh * ow * cs) {                                                    \
+        long px = i / cs;                                                                     \
+        int ch = (int)(i - px * cs);                                                          \
+        long img = px / ((long)oh * ow);                                                      \
+        long rem = px - img * oh * ow;                                                        \
+        int y = (int)(rem / ow) - top, x = (int)(rem - (rem / ow) * ow) - left;               \
+        y = y < 0 ? 0 : (y > h - 1 ? h - 1 : y);                                              \
+        x = x < 0 ? 0 : (x > w - 1 ? w - 1 : x);                                              \
+        st(dst, i, ld(src, ((img * h + y) * w + x) * cs + ch));                               \
+    }                                                                                         \
+}
+
+// Squeeze-and-excitation (dplan.rs, Step::SqueezeExcite), in four launches over a float
+// scratch: se_sum adds each of `slices` runs of an image's pixels per stored channel (in
+// double), se_mean adds the slices in order and divides, se_dense is one layer
+// act(W v + b) for every image, se_scale multiplies each channel by its gate.
+#define SE_SUM(T, NAME)                                                                      \
+extern "C" __global__ void NAME(double* part, const T* src, int cs, int n, long hw,         \
+                                int slices) {                                                 \
+    GRID_LOOP(i, (long)n * slices * cs) {                                                     \
+        long img = i / ((long)slices * cs);                                                   \
+        long rem = i - img * slices * cs;                                                     \
+        long s = rem / cs;                                                                    \
+        int ch = (int)(rem - s * cs);                                                         \
+        long per = (hw + slices - 1) / slices;                                                \
+        long p0 = s * per, p1 = p0 + per < hw ? p0 + per : hw;                                \
+        double acc = 0.0;                                                                     \
+        for (long q = p0; q < p1; q++) acc += (double)ld(src, (img * hw + q) * cs + ch);      \
+        part[i] = acc;                                                                        \
+    }                                                                                         \
+}
+
+#define SE_MEAN(T, NAME)                                                                     \
+extern "C" __global__ void NAME(float* means, const double* part, int c, int cs, int n,     \
+                                long hw, int slices) {                                        \
+    GRID_LOOP(i, (long)n * c) {                                                               \
+        long img = i / c;                                                                     \
+        int ch = (int)(i - img * c);                                                          \
+        double acc = 0.0;                                                                     \
+        for (int s = 0; s < slices; s++) acc += part[(img * slices + s) * cs + ch];           \
+        means[i] = (float)(acc / (double)hw);                                                 \
+    }                                                                                         \
+}
+
+#define SE_DENSE(T, NAME)                                                                    \
+extern "C" __global__ void NAME(float* out, const float* in, int n, int cin, int cout,      \
+                                const float* wt, const float* bias, int act,                  \
+                                const float* alpha, int nalpha, float p0, float p1) {         \
+    GRID_LOOP(i, (long)n * cout) {                                                            \
+        long img = i / cout;                                                                  \
+        int o = (int)(i - img * cout);                                                        \
+        float acc = bias ? bias[o] : 0.0f;                                                    \
+        for (int k = 0; k < cin; k++) acc = acc + wt[(long)o * cin + k] * in[img * cin + k];  \
+        out[i] = activate(acc, act, o, alpha, nalpha, p0, p1);                                \
+    }                                                                                         \
+}
+
+#define SE_SCALE(T, NAME)                                                                    \
+extern "C" __global__ void NAME(T* dst, const T* src, const float* gates, int c, int cs,     \
+                                int n, long hw) {                                             \
+    GRID_LOOP(i, (long)n * hw * cs) {                                                         \
+        long px = i / cs;                                                                     \
+        int ch = (int)(i - px * cs);                                                          \
+        if (ch >= c) { st(dst, i, 0.0f); continue; }                                          \
+        st(dst, i, ld(src, i) * gates[(px / hw) * c + ch]);                                   \
+    }                                                                                         \
+}
+
 // Host input to the network's first value: f32 values, or 8-bit samples through the input
 // map x = ((v + add[c]) * mul) / div of source channel perm[c].
 struct InMap { int perm[4]; float add[4]; float mul; float div; };
@@ -299,6 +373,11 @@ extern "C" __global__ void NAME##_u8(u8* dst, const T* src, int cs, int c, long 
     RESIZE(T, resize_##S)                  \
     CONCAT(T, concat_##S)                  \
     PAD(T, pad_##S)                        \
+    BORDER(T, border_##S)                  \
+    SE_SUM(T, se_sum_##S)                  \
+    SE_MEAN(T, se_mean_##S)                \
+    SE_DENSE(T, se_dense_##S)              \
+    SE_SCALE(T, se_scale_##S)              \
     INPUT(T, input_##S)                    \
     OUTPUT(T, output_##S)
 

@@ -24,13 +24,18 @@ pub const TEST_ARCHS: [(u32, u32); 5] = [(7, 5), (8, 0), (8, 6), (8, 9), (9, 0)]
 pub const TYPES: [&str; 3] = ["f32", "f16", "bf16"];
 
 /// Kernel families; each exists once per storage type as `NAME_TYPE`.
-pub const FAMILIES: [&str; 10] = [
+pub const FAMILIES: [&str; 15] = [
     "pointwise",
     "binary",
     "depth_to_space",
     "resize",
     "concat",
     "pad",
+    "border",
+    "se_sum",
+    "se_mean",
+    "se_dense",
+    "se_scale",
     "input_f32",
     "input_u8",
     "output_f32",

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use superres_graph::{Conv2d, Epilogue, Graph, Padding, ResizeMode, cubic_taps};
 
-use super::dplan::{Act, Buf, DevicePlan, Lowered, Operand, Step};
+use super::dplan::{Act, Buf, DevicePlan, Lowered, Operand, SE_SLICES, Step};
 use crate::cpu::conv::{ConvKernel, Skip};
 use crate::cpu::{ConvAlgo, Isa};
 use crate::io::{InputMap, OutputMap};
@@ -411,6 +411,81 @@ impl Twin {
                         }
                     }
                     off += c;
+                }
+                arena.put(*dst, out);
+            }
+            Step::Border {
+                dst,
+                src,
+                cs,
+                h,
+                w,
+                oh,
+                ow,
+                top,
+                left,
+            } => {
+                let s = arena.get(*src).to_vec();
+                let mut out = arena.take(*dst);
+                for (i, o) in out[..n * oh * ow * cs].iter_mut().enumerate() {
+                    let (px, ch) = (i / cs, i % cs);
+                    let (img, rem) = (px / (oh * ow), px % (oh * ow));
+                    let y = superres_graph::Border::source(rem / ow, *top, *h);
+                    let x = superres_graph::Border::source(rem % ow, *left, *w);
+                    *o = s[((img * h + y) * w + x) * cs + ch];
+                }
+                arena.put(*dst, out);
+            }
+            Step::SqueezeExcite {
+                node,
+                dst,
+                src,
+                hw,
+                c,
+                cs,
+            } => {
+                let layers = self.lowered.ses[*node].as_deref().unwrap_or(&[]);
+                let s = arena.get(*src)[..n * hw * cs].to_vec();
+                // As se_sum and se_mean: per slice of pixels in f64, then the slices in order.
+                let per = hw.div_ceil(SE_SLICES);
+                let mut gates = Vec::with_capacity(n * c);
+                for img in 0..n {
+                    let mut v: Vec<f32> = (0..*c)
+                        .map(|ch| {
+                            let mut acc = 0.0f64;
+                            for sl in 0..SE_SLICES {
+                                let (p0, p1) = ((sl * per).min(*hw), ((sl + 1) * per).min(*hw));
+                                let mut part = 0.0f64;
+                                for q in p0..p1 {
+                                    part += f64::from(s[(img * hw + q) * cs + ch]);
+                                }
+                                acc += part;
+                            }
+                            (acc / *hw as f64) as f32
+                        })
+                        .collect();
+                    for d in layers {
+                        let wt = &params[d.weights];
+                        v = (0..d.cout)
+                            .map(|o| {
+                                let mut acc = d.bias.map_or(0.0, |b| params[b][o]);
+                                for k in 0..d.cin {
+                                    acc += wt[o * d.cin + k] * v[k];
+                                }
+                                d.act.apply(acc, o, params)
+                            })
+                            .collect();
+                    }
+                    gates.extend(v);
+                }
+                let mut out = arena.take(*dst);
+                for (i, o) in out[..n * hw * cs].iter_mut().enumerate() {
+                    let (px, ch) = (i / cs, i % cs);
+                    *o = if ch < *c {
+                        store(s[i] * gates[(px / hw) * c + ch], p)
+                    } else {
+                        0.0
+                    };
                 }
                 arena.put(*dst, out);
             }

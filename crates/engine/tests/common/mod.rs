@@ -1,13 +1,14 @@
 //! A network that uses every operator and every lowering path of the device plan that the
 //! shared models do not: grouped, strided, dilated and unevenly padded convolutions, every
 //! activation, unary and binary operators with tensor, per-channel and scalar operands, both
-//! resize modes, both depth-to-space orders, a three-way concatenation and two outputs.
+//! resize modes, both depth-to-space orders, edge replication and cropping around an unpadded
+//! convolution, squeeze-and-excitation, a three-way concatenation and two outputs.
 
 #![allow(dead_code)]
 
 use superres_graph::{
-    Activation, BinaryOp, Conv2d, DepthToSpaceMode, Graph, Op, Padding, ResizeMode, Tensor,
-    UnaryOp, ValueId,
+    Activation, BinaryOp, Border, Conv2d, Dense, DepthToSpaceMode, Graph, Op, Padding, ResizeMode,
+    SqueezeExcite, Tensor, UnaryOp, ValueId,
 };
 
 /// Deterministic values in `[-scale, scale]`.
@@ -141,7 +142,48 @@ pub fn every_op_graph() -> Graph {
         }),
         vec![dv],
     );
-    let cat = push(&mut g, "concat", Op::Concat, vec![f, dv, r]);
+    // Replicated edges, an unpadded convolution, a crop back to the input's size (waifu2x),
+    // then channel attention (CUNet).
+    let wide = push(
+        &mut g,
+        "replicate",
+        Op::Border(Border {
+            top: 2,
+            bottom: 1,
+            left: 3,
+            right: 0,
+        }),
+        vec![r],
+    );
+    let mut c = conv(3, 12, 12, 1, 11);
+    c.padding = Padding::default();
+    let valid = push(&mut g, "unpadded", Op::Conv2d(c), vec![wide]);
+    let cropped = push(
+        &mut g,
+        "crop",
+        Op::Border(Border {
+            top: -1,
+            bottom: 0,
+            left: 0,
+            right: -1,
+        }),
+        vec![valid],
+    );
+    let dense = |cin: usize, cout: usize, seed: usize, a: Activation| Dense {
+        cin,
+        cout,
+        weights: values(cin * cout, seed, 0.5),
+        bias: Some(values(cout, seed + 1, 0.1)),
+        activation: Some(a),
+    };
+    let se = SqueezeExcite {
+        layers: vec![
+            dense(12, 4, 12, Activation::Relu),
+            dense(4, 12, 14, Activation::Sigmoid),
+        ],
+    };
+    let attended = push(&mut g, "attention", Op::SqueezeExcite(se), vec![cropped]);
+    let cat = push(&mut g, "concat", Op::Concat, vec![f, dv, attended]);
     let c = conv(3, 26, 12, 1, 9);
     let u = push(&mut g, "up_dcr", Op::Conv2d(c), vec![cat]);
     let o1 = push(

@@ -28,13 +28,14 @@
 
 pub mod bin;
 pub mod param;
+mod waifu2x;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use superres_graph::{
-    Activation, BinaryOp, Conv2d, DepthToSpaceMode, Epilogue, Graph, Op, Padding, ResizeMode,
-    Tensor, UnaryOp, ValueId,
+    Activation, BinaryOp, Border, Conv2d, Dense, DepthToSpaceMode, Epilogue, Graph, Op, Padding,
+    ResizeMode, Tensor, UnaryOp, ValueId,
 };
 
 use crate::ImportError;
@@ -86,16 +87,49 @@ pub fn read_files(path: &Path) -> Result<(Vec<u8>, Vec<u8>), ImportError> {
 }
 
 /// Imports an ncnn model from its `.param` text and `.bin` weights; `file` names it in errors.
+///
+/// A network of unpadded convolutions (waifu2x's) gives `scale · (n − 2k)` pixels for `n`:
+/// it is imported behind an edge replication of `k` pixels a side, so that the model maps
+/// `n` to `scale · n` as every other and tiles stay whole, which is what waifu2x-ncnn-vulkan
+/// does to every tile (its "prepadding"). `k` is measured on the graph at the Input layer's
+/// declared size (or 256), and must be a whole number of input pixels.
 pub fn import(param: &[u8], weights: &[u8], file: &str) -> Result<Graph, ImportError> {
     let p = param::parse(param, file)?;
-    Builder::new(weights, file).build(&p)
+    let probe = probe_size(&p);
+    let g = Builder::new(weights, file, probe, 0).build(&p)?;
+    let prepad = waifu2x::prepadding(&g, probe, file)?;
+    if prepad == 0 {
+        return Ok(g);
+    }
+    let inner = (probe.0 - 2 * prepad, probe.1 - 2 * prepad);
+    let g = Builder::new(weights, file, inner, prepad).build(&p)?;
+    waifu2x::check_prepadded(&g, inner, file)?;
+    Ok(g)
 }
 
-/// A blob: a value, or a value waiting for the convolution that absorbs its zero padding.
-#[derive(Clone, Copy)]
+/// The size at which crops are measured: the Input layer's declared `h × w` (the size the
+/// model was exported at, so its strides and crops fit), or 256 × 256.
+fn probe_size(p: &Param) -> (usize, usize) {
+    let declared = p.layers.iter().find(|l| l.kind == "Input").and_then(|l| {
+        let w = l.params.int(0, 0).ok()?;
+        let h = l.params.int(1, 0).ok()?;
+        ((16..=4096).contains(&w) && (16..=4096).contains(&h)).then_some((h as usize, w as usize))
+    });
+    declared.unwrap_or((256, 256))
+}
+
+/// A blob: a value, a value waiting for the convolution that absorbs its zero padding, or
+/// the channel statistics of a value on their way to a squeeze-and-excitation
+/// ([`waifu2x`]).
+#[derive(Clone)]
 enum Blob {
     Value(ValueId),
     Padded(ValueId, Padding),
+    /// The global average of `of`, through the dense layers so far.
+    Pooled {
+        of: ValueId,
+        layers: Vec<Dense>,
+    },
 }
 
 struct Builder<'a> {
@@ -107,6 +141,10 @@ struct Builder<'a> {
     w: Weights<'a>,
     file: &'a str,
     input_channels: usize,
+    /// The graph input's size at which crops are measured.
+    probe: (usize, usize),
+    /// Edge replication in front of the network (see [`import`]).
+    prepad: usize,
 }
 
 fn node_err(file: &str, l: &Layer, message: impl std::fmt::Display) -> ImportError {
@@ -146,7 +184,7 @@ fn fraction(x: f32) -> Option<(usize, usize)> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(weights: &'a [u8], file: &'a str) -> Self {
+    fn new(weights: &'a [u8], file: &'a str, probe: (usize, usize), prepad: usize) -> Self {
         Builder {
             g: Graph::new(),
             blobs: HashMap::new(),
@@ -155,6 +193,8 @@ impl<'a> Builder<'a> {
             w: Weights::new(weights, file),
             file,
             input_channels: 3,
+            probe,
+            prepad,
         }
     }
 
@@ -232,8 +272,7 @@ impl<'a> Builder<'a> {
             },
         };
         match self.blobs.get(&out) {
-            Some(Blob::Value(v)) => {
-                let v = *v;
+            Some(&Blob::Value(v)) => {
                 self.g.output(&out, v);
             }
             _ => {
@@ -249,7 +288,7 @@ impl<'a> Builder<'a> {
     /// Reads bottom `i` of `l`, which must exist.
     fn blob(&mut self, l: &Layer, i: usize) -> Result<Blob, ImportError> {
         let name = &l.bottoms[i];
-        let b = *self.blobs.get(name).ok_or_else(|| {
+        let b = self.blobs.get(name).cloned().ok_or_else(|| {
             node_err(
                 self.file,
                 l,
@@ -269,6 +308,12 @@ impl<'a> Builder<'a> {
                 self.file,
                 l,
                 "reads a zero Padding; only a convolution can absorb one",
+            )),
+            Blob::Pooled { .. } => Err(unsupported(
+                self.file,
+                l,
+                "reads a global pooling; superres takes one only as the squeeze of a \
+                 squeeze-and-excitation block (Pooling, InnerProduct…, Scale)",
             )),
         }
     }
@@ -347,14 +392,19 @@ impl<'a> Builder<'a> {
         match l.kind.as_str() {
             "Input" => {
                 self.arity(l, 0..=0)?;
-                let v = self.g.input(&l.name, self.input_channels);
+                let mut v = self.g.input(&l.name, self.input_channels);
+                if self.prepad > 0 {
+                    let k = self.prepad as isize;
+                    let name = format!("{}/prepadding", l.name);
+                    v = self.push(l, &name, Op::Border(Border::uniform(k)), vec![v])?;
+                }
                 self.define(l, 0, Blob::Value(v))
             }
             "Split" | "Noop" => {
                 self.arity(l, 1..=1)?;
                 let b = self.blob(l, 0)?;
                 for t in 0..l.tops.len() {
-                    self.define(l, t, b)?;
+                    self.define(l, t, b.clone())?;
                 }
                 Ok(())
             }
@@ -372,11 +422,16 @@ impl<'a> Builder<'a> {
             }
             "Convolution" => self.conv(l, false),
             "ConvolutionDepthWise" => self.conv(l, true),
-            "Deconvolution" | "DeconvolutionDepthWise" => Err(unsupported(
+            "Deconvolution" => self.deconv(l),
+            "DeconvolutionDepthWise" => Err(unsupported(
                 self.file,
                 l,
-                "a transposed convolution, which the superres IR has no operator for",
+                "a grouped transposed convolution",
             )),
+            "Crop" => self.crop(l),
+            "Pooling" => self.pooling(l),
+            "InnerProduct" => self.inner_product(l),
+            "Scale" => self.scale(l),
             "Padding" => {
                 self.arity(l, 1..=1)?;
                 let get = |k: i32| p.int(k, 0);
@@ -406,6 +461,9 @@ impl<'a> Builder<'a> {
                     right: c(right, "right")?,
                 };
                 let b = match self.blob(l, 0)? {
+                    Blob::Pooled { .. } => {
+                        return Err(unsupported(self.file, l, "padding a pooled vector"));
+                    }
                     Blob::Value(v) => Blob::Padded(v, pad),
                     Blob::Padded(v, q) => Blob::Padded(
                         v,
@@ -479,11 +537,6 @@ impl<'a> Builder<'a> {
             }
             "Eltwise" => self.eltwise(l),
             "BinaryOp" => self.binary(l),
-            "Crop" => Err(unsupported(
-                self.file,
-                l,
-                "a crop changes the image size, which tiled execution cannot follow",
-            )),
             other => Err(unsupported(
                 self.file,
                 l,
@@ -540,28 +593,7 @@ impl<'a> Builder<'a> {
                 "dynamic weights (a second input blob)",
             ));
         }
-        let act_type = int(9, 0)?;
-        let act_params = p.floats(10).map_err(pe)?;
-        let arg = |i: usize| act_params.get(i).copied();
-        let activation = match act_type {
-            0 => None,
-            1 => Some(Activation::Relu),
-            2 => Some(Activation::LeakyRelu(arg(0).unwrap_or(0.0))),
-            3 => match (arg(0), arg(1)) {
-                (Some(min), Some(max)) => Some(Activation::Clip { min, max }),
-                _ => return Err(pe("a clip activation needs two activation_params".into())),
-            },
-            4 => Some(Activation::Sigmoid),
-            5 => return Err(unsupported(self.file, l, "the fused Mish activation (9=5)")),
-            6 => {
-                return Err(unsupported(
-                    self.file,
-                    l,
-                    "the fused HardSwish activation (9=6)",
-                ));
-            }
-            t => return Err(unsupported(self.file, l, format!("activation_type {t}"))),
-        };
+        let activation = self.fused_activation(l)?;
         if pad_value != 0.0 {
             return Err(unsupported(
                 self.file,
@@ -572,6 +604,13 @@ impl<'a> Builder<'a> {
         let (x, extra) = match self.blob(l, 0)? {
             Blob::Value(v) => (v, Padding::default()),
             Blob::Padded(v, q) => (v, q),
+            Blob::Pooled { .. } => {
+                return Err(unsupported(
+                    self.file,
+                    l,
+                    "a convolution of a pooled vector (InnerProduct is the dense layer)",
+                ));
+            }
         };
         let cin = self.g.channels(x);
         let (eh, ew) = (dh * (kh - 1) + 1, dw * (kw - 1) + 1);
@@ -616,20 +655,6 @@ impl<'a> Builder<'a> {
         padding.bottom += extra.bottom;
         padding.left += extra.left;
         padding.right += extra.right;
-        // A tile of `s·n` pixels must give `n`: the padding fills the kernel's extent less
-        // one stride.
-        let (ph, pw) = (padding.top + padding.bottom, padding.left + padding.right);
-        if ph + sh != eh || pw + sw != ew {
-            return Err(unsupported(
-                self.file,
-                l,
-                format!(
-                    "a {kh}×{kw} kernel (stride {sh}) with {ph}+{pw} pixels of padding does not \
-                     keep the image size (an unpadded convolution, as in waifu2x); superres \
-                     needs size-preserving layers"
-                ),
-            ));
-        }
         if !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
             return Err(pe(format!(
                 "{groups} groups do not divide {cin} → {cout} channels"
@@ -673,6 +698,34 @@ impl<'a> Builder<'a> {
         };
         let v = self.push(l, &l.name, Op::Conv2d(conv), vec![x])?;
         self.define(l, 0, Blob::Value(v))
+    }
+
+    /// The activation a layer fuses (`9=` type, `10=` parameters), as ncnn's
+    /// `Convolution`, `Deconvolution` and `InnerProduct` apply it.
+    fn fused_activation(&self, l: &Layer) -> Result<Option<Activation>, ImportError> {
+        let p = &l.params;
+        let pe = |e: String| node_err(self.file, l, e);
+        let act_params = p.floats(10).map_err(pe)?;
+        let arg = |i: usize| act_params.get(i).copied();
+        Ok(match p.int(9, 0).map_err(pe)? {
+            0 => None,
+            1 => Some(Activation::Relu),
+            2 => Some(Activation::LeakyRelu(arg(0).unwrap_or(0.0))),
+            3 => match (arg(0), arg(1)) {
+                (Some(min), Some(max)) => Some(Activation::Clip { min, max }),
+                _ => return Err(pe("a clip activation needs two activation_params".into())),
+            },
+            4 => Some(Activation::Sigmoid),
+            5 => return Err(unsupported(self.file, l, "the fused Mish activation (9=5)")),
+            6 => {
+                return Err(unsupported(
+                    self.file,
+                    l,
+                    "the fused HardSwish activation (9=6)",
+                ));
+            }
+            t => return Err(unsupported(self.file, l, format!("activation_type {t}"))),
+        })
     }
 
     fn interp(&mut self, l: &Layer) -> Result<(), ImportError> {

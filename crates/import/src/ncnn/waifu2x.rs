@@ -1,0 +1,411 @@
+//! The layers waifu2x's ncnn packs add to the Real-ESRGAN ones: `Deconvolution`, `Crop`, and
+//! CUNet's squeeze-and-excitation (`Pooling` → `InnerProduct`… → `Scale`); and the edge
+//! replication ("prepadding") their unpadded convolutions need.
+//!
+//! - **Deconvolution** (a transposed convolution, stride `s`, kernel `K`) becomes what the
+//!   engines already run fast: a `J × J` convolution (`J = ⌈K / s⌉`, zero padding `J − 1`)
+//!   with `s²` output channels per channel, one per output phase, then a depth-to-space by
+//!   `s` and a crop of the transposed convolution's padding. Output phase `(ry, rx)` of
+//!   `out[q·s + r] = Σ_j in[q − j] · w[j·s + r]` is a correlation with the flipped taps
+//!   `w[(J − 1 − t)·s + r]` (zero where `j·s + r ≥ K`), so nothing is approximated: the
+//!   products are the same, summed in another order.
+//! - **Crop** of one blob to another's size (CUNet's skip connections, `0=` `1=` offsets)
+//!   becomes an [`Op::Border`] with negative sides, measured on the graph at the probe size.
+//! - **Squeeze-and-excitation**: a global average `Pooling`, the `InnerProduct` layers after
+//!   it (each with its fused activation) and the two-input `Scale` (`0=-233`) that multiplies
+//!   the pooled blob's source by their result become one [`Op::SqueezeExcite`]. A pooled
+//!   blob read any other way is refused.
+
+use superres_graph::{
+    Border, Conv2d, Dense, DepthToSpaceMode, Epilogue, Graph, Op, Padding, SqueezeExcite,
+};
+
+use super::param::Layer;
+use super::{Blob, Builder, checked, node_err, unsupported};
+use crate::ImportError;
+
+/// The edge replication a side that makes `g` map `n` input pixels to `scale · n`: 0 for a
+/// size-preserving network, `k` for one that gives `scale · (n − 2k)` (waifu2x's upconv_7:
+/// 7, CUNet ×2: 18, ×1: 28).
+pub(super) fn prepadding(
+    g: &Graph,
+    probe: (usize, usize),
+    file: &str,
+) -> Result<usize, ImportError> {
+    let invalid = |message: String| ImportError::InvalidModel {
+        file: file.to_string(),
+        message,
+    };
+    let Some((_, out)) = g.outputs.first() else {
+        return Ok(0);
+    };
+    let Some(scale) = g.scale_factor(*out) else {
+        return Ok(0);
+    };
+    let shapes = g.shapes(probe.0, probe.1).map_err(|e| {
+        invalid(format!(
+            "the network does not run at its declared input size {}×{}: {e}",
+            probe.1, probe.0
+        ))
+    })?;
+    let (oh, ow, _) = shapes[out.0];
+    let (want_h, want_w) = (scale * probe.0, scale * probe.1);
+    if (oh, ow) == (want_h, want_w) {
+        return Ok(0);
+    }
+    let shrink = |want: usize, got: usize| want.checked_sub(got);
+    match (shrink(want_h, oh), shrink(want_w, ow)) {
+        (Some(a), Some(b))
+            if a == b && a % (2 * scale) == 0 && 2 * (a / scale) + 16 <= probe.0.min(probe.1) =>
+        {
+            Ok(a / (2 * scale))
+        }
+        _ => Err(invalid(format!(
+            "a {}×{} input gives {ow}×{oh}, not ×{scale} less an even border of whole input \
+             pixels; superres cannot map tiles through it",
+            probe.1, probe.0
+        ))),
+    }
+}
+
+/// That the prepadded graph maps the probe to `scale ×` itself.
+pub(super) fn check_prepadded(
+    g: &Graph,
+    probe: (usize, usize),
+    file: &str,
+) -> Result<(), ImportError> {
+    match prepadding(g, probe, file)? {
+        0 => Ok(()),
+        k => Err(ImportError::InvalidModel {
+            file: file.to_string(),
+            message: format!("after edge replication the network still loses {k} pixels a side"),
+        }),
+    }
+}
+
+impl Builder<'_> {
+    pub(super) fn deconv(&mut self, l: &Layer) -> Result<(), ImportError> {
+        self.arity(l, 1..=1)?;
+        let p = &l.params;
+        let file = self.file;
+        let pe = |e: String| node_err(file, l, e);
+        let int = |k: i32, d: i32| p.int(k, d).map_err(pe);
+        let cout = checked(int(0, 0)?, "num_output", 1, 1 << 16).map_err(pe)?;
+        let kw0 = int(1, 0)?;
+        let kw = checked(kw0, "kernel_w", 1, 32).map_err(pe)?;
+        let kh = checked(int(11, kw0)?, "kernel_h", 1, 32).map_err(pe)?;
+        let dw0 = int(2, 1)?;
+        if dw0 != 1 || int(12, dw0)? != 1 {
+            return Err(unsupported(
+                self.file,
+                l,
+                "a dilated transposed convolution",
+            ));
+        }
+        let sw0 = int(3, 1)?;
+        let sw = checked(sw0, "stride_w", 1, 16).map_err(pe)?;
+        let sh = checked(int(13, sw0)?, "stride_h", 1, 16).map_err(pe)?;
+        if sh != sw {
+            return Err(unsupported(self.file, l, "unequal strides"));
+        }
+        let c = |v: i32, what: &str| checked(v, what, 0, 1024).map_err(pe);
+        let pl = int(4, 0)?;
+        let pad = [
+            c(int(14, pl)?, "pad_top")?,
+            c(int(16, int(14, pl)?)?, "pad_bottom")?,
+            c(pl, "pad_left")?,
+            c(int(15, pl)?, "pad_right")?,
+        ];
+        let out_pad = [
+            c(int(19, 0)?, "output_pad_bottom")?,
+            c(int(18, 0)?, "output_pad_right")?,
+        ];
+        if int(20, 0)? != 0 || int(21, 0)? != 0 {
+            return Err(unsupported(self.file, l, "a fixed output size (20=/21=)"));
+        }
+        let bias_term = int(5, 0)? != 0;
+        let wsize = checked(int(6, 0)?, "weight_data_size", 1, i32::MAX).map_err(pe)?;
+        let activation = self.fused_activation(l)?;
+        let x = self.value(l, 0)?;
+        let cin = self.g.channels(x);
+        let want = [cout, cin, kh, kw]
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b));
+        if want != Some(wsize) {
+            return Err(pe(format!(
+                "weight_data_size {wsize} does not match {cout} outputs × {cin} inputs × {kh}×{kw}"
+            )));
+        }
+        let raw = self
+            .w
+            .tagged(wsize, &format!("layer '{}' weights", l.name))?;
+        let bias = if bias_term {
+            Some(self.w.raw(cout, &format!("layer '{}' bias", l.name))?)
+        } else {
+            None
+        };
+        let s = sw;
+        let (jh, jw) = (kh.div_ceil(s), kw.div_ceil(s));
+        // The phase convolution: output channel (ry·s + rx)·cout + o (depth-to-space DCR).
+        let phases = s * s * cout;
+        let mut weights = vec![0.0f32; jh * jw * cin * phases];
+        for ty in 0..jh {
+            for tx in 0..jw {
+                for ry in 0..s {
+                    for rx in 0..s {
+                        let (ky, kx) = ((jh - 1 - ty) * s + ry, (jw - 1 - tx) * s + rx);
+                        if ky >= kh || kx >= kw {
+                            continue;
+                        }
+                        for ci in 0..cin {
+                            for o in 0..cout {
+                                // ncnn: [cout][cin][kh][kw]; the IR: [jh][jw][cin][phases].
+                                let src = ((o * cin + ci) * kh + ky) * kw + kx;
+                                let dst =
+                                    ((ty * jw + tx) * cin + ci) * phases + (ry * s + rx) * cout + o;
+                                weights[dst] = raw[src];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let conv = Conv2d {
+            kh: jh,
+            kw: jw,
+            cin,
+            cout: phases,
+            groups: 1,
+            stride: (1, 1),
+            dilation: (1, 1),
+            padding: Padding {
+                top: jh - 1,
+                bottom: jh - 1,
+                left: jw - 1,
+                right: jw - 1,
+            },
+            weights,
+            epilogue: Epilogue {
+                bias: bias.map(|b| (0..phases).map(|k| b[k % cout]).collect()),
+                activation,
+                residual: None,
+            },
+        };
+        let v = self.push(l, &format!("{}/phases", l.name), Op::Conv2d(conv), vec![x])?;
+        let v = self.push(
+            l,
+            &format!("{}/shuffle", l.name),
+            Op::DepthToSpace {
+                block: s,
+                mode: DepthToSpaceMode::Dcr,
+            },
+            vec![v],
+        )?;
+        // The shuffle gives (n + J − 1)·s per side; the transposed convolution (n − 1)·s + K,
+        // less its padding, plus its output padding.
+        let extra = |j: usize, k: usize| (j * s - k) as isize;
+        let crop = Border {
+            top: -(pad[0] as isize),
+            bottom: -(pad[1] as isize) - extra(jh, kh) + out_pad[0] as isize,
+            left: -(pad[2] as isize),
+            right: -(pad[3] as isize) - extra(jw, kw) + out_pad[1] as isize,
+        };
+        if crop.bottom > 0 || crop.right > 0 {
+            return Err(unsupported(
+                self.file,
+                l,
+                "an output padding beyond the kernel's extent",
+            ));
+        }
+        let v = if crop == Border::default() {
+            v
+        } else {
+            self.push(l, &l.name, Op::Border(crop), vec![v])?
+        };
+        self.define(l, 0, Blob::Value(v))
+    }
+
+    /// `Crop` of a blob to a second blob's size at offsets `0=` (x) and `1=` (y), or by its
+    /// own offsets `0=`, `1=` and end offsets `6=`, `7=`.
+    pub(super) fn crop(&mut self, l: &Layer) -> Result<(), ImportError> {
+        self.arity(l, 1..=2)?;
+        let p = &l.params;
+        let file = self.file;
+        let pe = |e: String| node_err(file, l, e);
+        let int = |k: i32| p.int(k, 0).map_err(pe);
+        for (k, what) in [
+            (2, "a channel offset (2=)"),
+            (5, "a channel count (5=)"),
+            (13, "a depth offset (13=)"),
+            (14, "a depth (14=)"),
+        ] {
+            if int(k)? != 0 {
+                return Err(unsupported(self.file, l, what));
+            }
+        }
+        if p.has(9) || p.has(10) || p.has(11) {
+            return Err(unsupported(self.file, l, "starts/ends/axes (9=, 10=, 11=)"));
+        }
+        if int(3)? != 0 || int(4)? != 0 {
+            return Err(unsupported(
+                self.file,
+                l,
+                "a fixed output size (3=/4=): tiles need sizes that follow the input",
+            ));
+        }
+        let c = |v: i32, what: &str| checked(v, what, 0, 1 << 16).map_err(pe);
+        let (left, top) = (c(int(0)?, "woffset")?, c(int(1)?, "hoffset")?);
+        let x = self.value(l, 0)?;
+        let (bottom, right) = if l.bottoms.len() == 2 {
+            let r = self.value(l, 1)?;
+            let shapes = self.g.shapes(self.probe.0, self.probe.1).map_err(|e| {
+                pe(format!(
+                    "the blobs' sizes cannot be measured at {}×{}: {e}",
+                    self.probe.1, self.probe.0
+                ))
+            })?;
+            let ((h, w, _), (rh, rw, _)) = (shapes[x.0], shapes[r.0]);
+            match (h.checked_sub(rh + top), w.checked_sub(rw + left)) {
+                (Some(b), Some(rr)) => (b, rr),
+                _ => {
+                    return Err(pe(format!(
+                        "a {w}×{h} blob does not hold a {rw}×{rh} one at offset ({left}, {top})"
+                    )));
+                }
+            }
+        } else {
+            (c(int(7)?, "hoffset2")?, c(int(6)?, "woffset2")?)
+        };
+        let b = Border {
+            top: -(top as isize),
+            bottom: -(bottom as isize),
+            left: -(left as isize),
+            right: -(right as isize),
+        };
+        let v = if b == Border::default() {
+            x
+        } else {
+            self.push(l, &l.name, Op::Border(b), vec![x])?
+        };
+        self.define(l, 0, Blob::Value(v))
+    }
+
+    /// A global average `Pooling`: the start of a squeeze-and-excitation.
+    pub(super) fn pooling(&mut self, l: &Layer) -> Result<(), ImportError> {
+        self.arity(l, 1..=1)?;
+        let p = &l.params;
+        let pe = |e: String| node_err(self.file, l, e);
+        let (kind, global) = (p.int(0, 0).map_err(pe)?, p.int(4, 0).map_err(pe)?);
+        if kind != 1 || global != 1 {
+            return Err(unsupported(
+                self.file,
+                l,
+                format!(
+                    "pooling type {kind} with global_pooling={global}: only the global average \
+                     (0=1 4=1) of a squeeze-and-excitation block is supported"
+                ),
+            ));
+        }
+        let x = self.value(l, 0)?;
+        self.define(
+            l,
+            0,
+            Blob::Pooled {
+                of: x,
+                layers: Vec::new(),
+            },
+        )
+    }
+
+    /// An `InnerProduct` of a pooled blob: a dense layer of the excitation.
+    pub(super) fn inner_product(&mut self, l: &Layer) -> Result<(), ImportError> {
+        self.arity(l, 1..=1)?;
+        let p = &l.params;
+        let file = self.file;
+        let pe = |e: String| node_err(file, l, e);
+        let Blob::Pooled { of, mut layers } = self.blob(l, 0)? else {
+            return Err(unsupported(
+                self.file,
+                l,
+                "an InnerProduct of an image: superres takes it only inside a \
+                 squeeze-and-excitation block, after a global average Pooling",
+            ));
+        };
+        let cout = checked(p.int(0, 0).map_err(pe)?, "num_output", 1, 1 << 16).map_err(pe)?;
+        let bias_term = p.int(1, 0).map_err(pe)? != 0;
+        let wsize =
+            checked(p.int(2, 0).map_err(pe)?, "weight_data_size", 1, i32::MAX).map_err(pe)?;
+        if p.int(8, 0).map_err(pe)? != 0 {
+            return Err(unsupported(
+                self.file,
+                l,
+                "int8 quantisation (int8_scale_term)",
+            ));
+        }
+        let cin = layers
+            .last()
+            .map_or_else(|| self.g.channels(of), |d| d.cout);
+        if cin.checked_mul(cout) != Some(wsize) {
+            return Err(pe(format!(
+                "weight_data_size {wsize} does not match {cout} outputs × {cin} inputs"
+            )));
+        }
+        let activation = self.fused_activation(l)?;
+        let weights = self
+            .w
+            .tagged(wsize, &format!("layer '{}' weights", l.name))?;
+        let bias = if bias_term {
+            Some(self.w.raw(cout, &format!("layer '{}' bias", l.name))?)
+        } else {
+            None
+        };
+        layers.push(Dense {
+            cin,
+            cout,
+            weights,
+            bias,
+            activation,
+        });
+        self.define(l, 0, Blob::Pooled { of, layers })
+    }
+
+    /// `Scale` by a second blob (`0=-233`): the excitation applied to the pooled image.
+    pub(super) fn scale(&mut self, l: &Layer) -> Result<(), ImportError> {
+        let p = &l.params;
+        let pe = |e: String| node_err(self.file, l, e);
+        if l.bottoms.len() != 2 || p.int(0, 0).map_err(pe)? != -233 {
+            return Err(unsupported(
+                self.file,
+                l,
+                "a Scale by its own weights; superres takes Scale only as the gate of a \
+                 squeeze-and-excitation block (two inputs, 0=-233)",
+            ));
+        }
+        self.arity(l, 2..=2)?;
+        if p.int(1, 0).map_err(pe)? != 0 {
+            return Err(unsupported(self.file, l, "a Scale with a bias (1=1)"));
+        }
+        let x = self.value(l, 0)?;
+        let Blob::Pooled { of, layers } = self.blob(l, 1)? else {
+            return Err(unsupported(
+                self.file,
+                l,
+                "a Scale by an image; its second input must be the excitation of the first",
+            ));
+        };
+        if of != x || layers.is_empty() {
+            return Err(unsupported(
+                self.file,
+                l,
+                "a Scale whose gates come from another blob than the one it scales",
+            ));
+        }
+        let v = self.push(
+            l,
+            &l.name,
+            Op::SqueezeExcite(SqueezeExcite { layers }),
+            vec![x],
+        )?;
+        self.define(l, 0, Blob::Value(v))
+    }
+}
