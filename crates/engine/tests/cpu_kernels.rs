@@ -752,3 +752,91 @@ fn every_operator_matches_the_reference_on_one_and_two_threads() {
         }
     }
 }
+
+/// RRDBNet's shape in miniature: a 32-channel body, then two nearest ×2 upsamplings with
+/// convolutions at ×2 and ×4 (the tail holds 32 channels at 16 times the pixels).
+fn deep_tail_graph(rng: &mut Rng) -> Graph {
+    let act = || Epilogue {
+        bias: None,
+        activation: Some(Activation::LeakyRelu(0.2)),
+        residual: None,
+    };
+    let mut g = Graph::new();
+    let x = g.input("x", 3);
+    let mut v = g
+        .push(
+            "first",
+            Op::Conv2d(conv(rng, 3, 3, 3, 32, 1, 1, 1, act())),
+            vec![x],
+        )
+        .expect("conv");
+    for k in 0..3 {
+        v = g
+            .push(
+                &format!("body{k}"),
+                Op::Conv2d(conv(rng, 3, 3, 32, 32, 1, 1, 1, act())),
+                vec![v],
+            )
+            .expect("conv");
+    }
+    for k in 0..2 {
+        let up = Op::Resize {
+            factor: 2,
+            mode: ResizeMode::Nearest,
+        };
+        v = g.push(&format!("up{k}"), up, vec![v]).expect("resize");
+        v = g
+            .push(
+                &format!("conv_up{k}"),
+                Op::Conv2d(conv(rng, 3, 3, 32, 32, 1, 1, 1, act())),
+                vec![v],
+            )
+            .expect("conv");
+    }
+    let last = conv(rng, 3, 3, 32, 3, 1, 1, 1, Epilogue::default());
+    let y = g.push("last", Op::Conv2d(last), vec![v]).expect("conv");
+    g.output("y", y);
+    g
+}
+
+#[test]
+fn a_tail_run_in_bands_of_rows_gives_the_whole_result_at_a_fraction_of_the_memory() {
+    let mut rng = Rng(41);
+    let banded = deep_tail_graph(&mut rng);
+    // The same network with a second output (the body's last value) cannot be cut, so it
+    // runs in one plan.
+    let mut whole = banded.clone();
+    let body = ValueId(4);
+    whole.output("body", body);
+    let (h, w) = (100, 64);
+    let x = Tensor::image(h, w, 3, rng.vec(h * w * 3, 1.0));
+    for algo in [ConvAlgo::Auto, ConvAlgo::Direct] {
+        let b = backend(Isa::detect(), algo);
+        let eb = b.prepare(&banded).expect("prepare");
+        let ew = b.prepare(&whole).expect("prepare");
+        let got = eb.run(&x).expect("banded");
+        let want = ew.run(&x).expect("whole");
+        assert_eq!(got[0].shape(), &[4 * h, 4 * w, 3]);
+        // The kernels group tiles into panels by position in the run, so sums may round
+        // differently; nothing else changes.
+        let worst = rel_err(&got[0], &want[0]);
+        eprintln!("{algo:?}: banded against whole: {worst:e} of the largest output");
+        assert!(
+            worst < 1e-6,
+            "{algo:?}: banded differs from the whole run by {worst:e}"
+        );
+        let (pb, pw) = (
+            eb.peak_bytes(h, w, 1).expect("peak"),
+            ew.peak_bytes(h, w, 1).expect("peak"),
+        );
+        assert!(pb * 2 < pw, "{algo:?}: banded peak {pb} B, whole {pw} B");
+    }
+    // And both against the reference interpreter.
+    let r = reference::run(&banded, &x).expect("reference");
+    let got = backend(Isa::detect(), ConvAlgo::Auto)
+        .prepare(&banded)
+        .expect("prepare")
+        .run(&x)
+        .expect("run");
+    assert!(rel_err(&got[0], &r[0]) < 1e-5);
+}

@@ -30,6 +30,7 @@ mod graph;
 pub mod passes;
 mod receptive;
 mod shapes;
+mod split;
 mod tensor;
 
 pub use graph::{

@@ -187,30 +187,224 @@ impl Backend for CpuBackend {
                 "the graph needs exactly one image input".into(),
             ));
         }
-        let steps = graph
-            .nodes
-            .iter()
-            .map(|n| match &n.op {
-                Op::Input { .. } => Step::Input,
-                Op::Const(t) => Step::Const(t.clone()),
-                Op::Conv2d(c) => Step::Conv(Box::new(ConvKernel::new(c, self.isa, self.conv))),
-                Op::Binary(op) => Step::Binary(*op),
-                Op::Unary(op) => Step::Unary(*op),
-                Op::Activation(a) => Step::Activation(a.clone()),
-                Op::DepthToSpace { block, mode } => Step::DepthToSpace(*block, *mode),
-                Op::Resize { factor, mode } => Step::Resize(*factor, *mode),
-                Op::Concat => Step::Concat,
-                Op::Border(b) => Step::Border(*b),
-                Op::SqueezeExcite(se) => Step::SqueezeExcite(se.clone()),
-            })
-            .collect();
-        Ok(Arc::new(CpuExecutable {
+        Ok(Arc::new(self.executable(graph)))
+    }
+}
+
+impl CpuBackend {
+    /// The executable of `graph`: its tail in bands of rows when that takes less memory
+    /// ([`Banded`]), else the whole graph in one plan.
+    fn executable(&self, graph: &Graph) -> CpuExecutable {
+        for cut in graph.tail_cuts().into_iter().take(4) {
+            let Some((head, tail)) = graph.split_at(cut) else {
+                continue;
+            };
+            let arena = |g: &Graph| cpu_plan(g, BAND_PROBE, BAND_PROBE).map(|p| p.arena_elements());
+            let (Ok(ha), Ok(ta)) = (arena(&head), arena(&tail)) else {
+                continue;
+            };
+            let factor = tail
+                .outputs
+                .first()
+                .and_then(|(_, v)| tail.scale_factor(*v));
+            // The cut value has the input's size, and bands of its rows map to `factor`
+            // times as many output rows (no edge replication or crop in the tail).
+            let size = |g: &Graph, h: usize, w: usize| {
+                let s = g.shapes(h, w).ok()?;
+                let (a, b, _) = s[g.outputs.first()?.1.0];
+                Some((a, b))
+            };
+            let (p, q) = (BAND_PROBE, BAND_PROBE + 1);
+            let exact = factor.is_some_and(|f| {
+                size(&head, p, q) == Some((p, q))
+                    && size(&tail, p, q) == Some((f * p, f * q))
+                    && size(&tail, q, p) == Some((f * q, f * p))
+            });
+            if let (true, true, Some(factor)) = (exact, ta > ha, factor) {
+                let margin = tail.receptive_field().margin();
+                let mut exe = self.whole(graph, false);
+                exe.banded = Some(Box::new(Banded {
+                    head: self.whole(&head, true),
+                    tail: self.whole(&tail, true),
+                    margin,
+                    factor,
+                }));
+                return exe;
+            }
+        }
+        self.whole(graph, true)
+    }
+
+    /// One plan for the whole graph; without `kernels`, only its topology (for checks).
+    fn whole(&self, graph: &Graph, kernels: bool) -> CpuExecutable {
+        let steps = if kernels {
+            graph.nodes.iter().map(|n| self.step(&n.op)).collect()
+        } else {
+            Vec::new()
+        };
+        CpuExecutable {
             graph: graph.without_weights(),
             steps,
             pool: self.pool.clone(),
             plans: Mutex::new(Vec::new()),
             plans_made: AtomicU64::new(0),
-        }))
+            banded: None,
+        }
+    }
+
+    fn step(&self, op: &Op) -> Step {
+        match op {
+            Op::Input { .. } => Step::Input,
+            Op::Const(t) => Step::Const(t.clone()),
+            Op::Conv2d(c) => Step::Conv(Box::new(ConvKernel::new(c, self.isa, self.conv))),
+            Op::Binary(op) => Step::Binary(*op),
+            Op::Unary(op) => Step::Unary(*op),
+            Op::Activation(a) => Step::Activation(a.clone()),
+            Op::DepthToSpace { block, mode } => Step::DepthToSpace(*block, *mode),
+            Op::Resize { factor, mode } => Step::Resize(*factor, *mode),
+            Op::Concat => Step::Concat,
+            Op::Border(b) => Step::Border(*b),
+            Op::SqueezeExcite(se) => Step::SqueezeExcite(se.clone()),
+        }
+    }
+}
+
+/// The buffer plan of the CPU backend for an `h × w` run: element-wise operators in place
+/// over an input that dies there, and residual convolutions over their skip tensor, whose
+/// values the epilogue reads before it stores over them.
+fn cpu_plan(graph: &Graph, h: usize, w: usize) -> Result<plan::Plan, EngineError> {
+    plan::plan(
+        graph,
+        h,
+        w,
+        |_, node| match &node.op {
+            Op::Conv2d(c) if c.epilogue.residual.is_some() => InPlace::Skip,
+            _ => plan::elementwise_in_place(node),
+        },
+        |(a, b, c)| a * b * c,
+    )
+}
+
+/// The side of the run at which [`CpuBackend::executable`] compares a head's and a tail's
+/// memory per pixel.
+const BAND_PROBE: usize = 64;
+
+/// Rows a band's run starts on: a multiple of both Winograd tiles (4 and 6 rows), so every
+/// band's transforms fall where the whole run's do. The result is the whole run's to `f32`
+/// rounding (about 3e-8 of the largest output: the product kernels group tiles into panels
+/// by their position in the run, and a band's panels are not the whole run's).
+const BAND_ALIGN: usize = 12;
+
+/// A network whose upsampling tail takes more memory than its body (RRDBNet ×4: 64 channels
+/// at 16 times the pixels; EDSR: a 576-channel convolution before its pixel shuffle): the
+/// body runs on the whole input, and the tail on bands of the cut value's rows with margins
+/// of its receptive field, so a run's peak is the body's and tiles can be that much larger.
+struct Banded {
+    head: CpuExecutable,
+    tail: CpuExecutable,
+    /// The tail's receptive field, in rows of the cut value.
+    margin: usize,
+    /// The tail's upscaling factor.
+    factor: usize,
+}
+
+/// One band: rows `run.0..run.1` of the cut value go through the tail, and the tail's rows
+/// for `keep.0..keep.1` are kept.
+struct Band {
+    run: (usize, usize),
+    keep: (usize, usize),
+}
+
+impl Banded {
+    /// Core rows per band for an `h × w` cut value: the largest multiple of [`BAND_ALIGN`]
+    /// whose tail run takes at most a quarter of the head's arena (at least 2 MiB), and more
+    /// than the margin.
+    fn band_rows(&self, h: usize, w: usize, head_arena: usize) -> usize {
+        let target = (head_arena / 4).max(1 << 19);
+        let floor = (self.margin + 1).div_ceil(BAND_ALIGN).max(1);
+        let top = h.div_ceil(BAND_ALIGN).max(floor);
+        let fits = |k: usize| {
+            let rows = (k * BAND_ALIGN + 2 * self.margin).min(h);
+            self.tail
+                .make_plan(rows, w)
+                .is_ok_and(|p| p.arena_elements() <= target)
+        };
+        let (mut lo, mut hi) = (floor, top);
+        if !fits(lo) {
+            return lo * BAND_ALIGN;
+        }
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(mid) { lo = mid } else { hi = mid - 1 }
+        }
+        lo * BAND_ALIGN
+    }
+
+    /// The bands of `h` rows with `b` core rows each: runs start at multiples of `b` (so of
+    /// [`BAND_ALIGN`]) and carry the margin above and below their cores.
+    fn bands(&self, h: usize, b: usize) -> Vec<Band> {
+        let m = self.margin;
+        let mut out = Vec::new();
+        let mut j = 0;
+        loop {
+            let start = j * b;
+            let core0 = if j == 0 { 0 } else { start + m };
+            if core0 >= h {
+                break;
+            }
+            let core1 = ((j + 1) * b + m).min(h);
+            out.push(Band {
+                run: (start, (core1 + m).min(h)),
+                keep: (core0, core1),
+            });
+            j += 1;
+        }
+        out
+    }
+
+    /// Elements of one run at its peak: the head's arena, the cut value, and the largest
+    /// band's input, arena and output.
+    fn peak_elements(&self, h: usize, w: usize) -> Result<usize, EngineError> {
+        let head = self.head.make_plan(h, w)?;
+        let cut = head.len(self.head.graph.outputs[0].1.0);
+        let c = cut / (h * w).max(1);
+        let b = self.band_rows(h, w, head.arena_elements());
+        let rows = self
+            .bands(h, b)
+            .iter()
+            .map(|x| x.run.1 - x.run.0)
+            .max()
+            .unwrap_or(0);
+        let tail = self.tail.make_plan(rows, w)?;
+        let out: usize = self
+            .tail
+            .graph
+            .outputs
+            .iter()
+            .map(|(_, v)| tail.len(v.0))
+            .sum();
+        Ok(head.arena_elements() + cut + rows * w * c + tail.arena_elements() + out)
+    }
+
+    fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, EngineError> {
+        let cut = self.head.run_here(input)?.swap_remove(0);
+        let (h, w, c) = cut.hwc().unwrap_or((0, 0, 0));
+        let head_arena = self.head.plan(h, w)?.arena_elements();
+        let f = self.factor;
+        let mut out: Option<(Vec<f32>, usize)> = None;
+        for band in self.bands(h, self.band_rows(h, w, head_arena)) {
+            let (r0, r1) = band.run;
+            let rows = Tensor::image(r1 - r0, w, c, cut.data()[r0 * w * c..r1 * w * c].to_vec());
+            let got = self.tail.run_here(&rows)?.swap_remove(0);
+            let (_, gw, gc) = got.hwc().unwrap_or((0, 0, 0));
+            let (data, _) = out.get_or_insert_with(|| (vec![0.0; h * f * gw * gc], gc));
+            let row = gw * gc;
+            let (k0, k1) = ((band.keep.0 - r0) * f, (band.keep.1 - r0) * f);
+            data[band.keep.0 * f * row..band.keep.1 * f * row]
+                .copy_from_slice(&got.data()[k0 * row..k1 * row]);
+        }
+        let (data, gc) = out.unwrap_or_default();
+        Ok(vec![Tensor::image(h * f, w * f, gc, data)])
     }
 }
 
@@ -256,6 +450,8 @@ struct CpuExecutable {
     plans: Mutex<Vec<Arc<Plan>>>,
     /// Plans made for runs (not for `peak_bytes`), cached or not.
     plans_made: AtomicU64,
+    /// Set when the tail runs in bands: then the steps above are empty and this runs.
+    banded: Option<Box<Banded>>,
 }
 
 impl Executable for CpuExecutable {
@@ -274,6 +470,15 @@ impl Executable for CpuExecutable {
     /// whatever the tile, so it is not a tile's cost and is left out. Planned without
     /// caching: a tile-size search must not evict the plans (and arenas) in use.
     fn peak_bytes(&self, h: usize, w: usize, batch: usize) -> Result<u64, EngineError> {
+        if let Some(b) = &self.banded {
+            let input = (h * w * self.graph.input_channels().unwrap_or(0)) as u64;
+            let output = self.graph.shapes(h, w).map_or(0, |s| {
+                let (a, bb, c) = s[self.graph.outputs[0].1.0];
+                (a * bb * c) as u64
+            });
+            let values = b.peak_elements(h, w)? as u64 + batch.max(1) as u64 * (input + output);
+            return Ok(4 * values);
+        }
         let plan = self.make_plan(h, w)?;
         let input = plan.len(self.graph.input_id().map_or(0, |v| v.0)) as u64;
         let outputs: u64 = self
@@ -287,7 +492,11 @@ impl Executable for CpuExecutable {
     }
 
     fn plans_made(&self) -> Option<u64> {
-        Some(self.plans_made.load(Ordering::Relaxed))
+        let own = self.plans_made.load(Ordering::Relaxed);
+        Some(self.banded.as_ref().map_or(own, |b| {
+            own + b.head.plans_made.load(Ordering::Relaxed)
+                + b.tail.plans_made.load(Ordering::Relaxed)
+        }))
     }
 }
 
@@ -309,21 +518,9 @@ impl CpuExecutable {
         Ok(plan)
     }
 
-    /// Element-wise operators run in place over an input that dies there, and so do
-    /// residual convolutions over their skip tensor (the epilogue reads each skip value
-    /// before it stores the output over it).
+    /// The buffer plan ([`cpu_plan`]) of an `h × w` run, with its pool of arenas.
     fn make_plan(&self, h: usize, w: usize) -> Result<Plan, EngineError> {
-        let steps = &self.steps;
-        let plan = plan::plan(
-            &self.graph,
-            h,
-            w,
-            |i, node| match &steps[i] {
-                Step::Conv(k) if k.epilogue.residual.is_some() => InPlace::Skip,
-                _ => plan::elementwise_in_place(node),
-            },
-            |(a, b, c)| a * b * c,
-        )?;
+        let plan = cpu_plan(&self.graph, h, w)?;
         Ok(Plan {
             plan,
             arenas: Mutex::new(Vec::new()),
@@ -374,6 +571,9 @@ impl CpuExecutable {
 
     fn run_here(&self, input: &Tensor) -> Result<Vec<Tensor>, EngineError> {
         let (h, w) = check_input(&self.graph, input)?;
+        if let Some(b) = &self.banded {
+            return b.run(input);
+        }
         let plan = self.plan(h, w)?;
         let mut arena = plan
             .arenas

@@ -16,11 +16,15 @@
 //! | `Interp` | `Resize`: nearest and bilinear by an integer factor; bicubic by a rational one (`0.75` after a ×4 network makes realesr-animevideov3's ×3) |
 //! | `PixelShuffle` | `DepthToSpace` (mode 0 = PyTorch's CRD, 1 = DCR) |
 //! | `PReLU`, `ReLU` (slope → leaky ReLU), `Sigmoid`, `TanH`, `Clip` | activations |
+//! | `Deconvolution` | a phase convolution, `DepthToSpace` and a crop ([`waifu2x`]) |
+//! | `Crop` (to a second blob's size, or by offsets) | `Border` with negative sides |
+//! | `Pooling` (global average) → `InnerProduct`… → `Scale` (`0=-233`) | `SqueezeExcite` |
 //!
-//! Anything else (including `Deconvolution`, which the IR has no operator for, and `Crop`,
-//! which changes the image size) is an [`ImportError::UnsupportedOp`] naming the layer and
-//! its type. So is a convolution that does not keep the image size (waifu2x's unpadded
-//! ones), since tiles must map to tiles.
+//! Anything else is an [`ImportError::UnsupportedOp`] naming the layer and its type, and so
+//! is any of the last three used otherwise than as waifu2x's packs use them. A network of
+//! unpadded convolutions (waifu2x's upconv_7 and CUNet) runs behind replicated edges, as
+//! waifu2x-ncnn-vulkan runs it, so that the model keeps the `scale ×` mapping tiles need
+//! ([`import`]).
 //!
 //! ncnn has no declared outputs: the output is the blob no layer reads (`output` if several).
 //! A blob read before it is written (undefined, or a cycle) is an error, as is a `.bin` with
