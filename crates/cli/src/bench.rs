@@ -28,7 +28,7 @@ pub struct Args {
     /// Input size, WxH.
     #[arg(long, default_value = "256x256")]
     size: String,
-    /// Timed runs (after one warm-up).
+    /// Timed runs (after one warm-up); with --pipeline, 0 prints the tiling without running.
     #[arg(long, default_value_t = 5)]
     runs: usize,
     /// auto, cpu, cuda, cuda:N, cuda:N,M or cuda:all.
@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long)]
     tile: Option<usize>,
     /// With --pipeline: memory for one tile's run, in MiB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 640)]
     memory_budget_mb: usize,
     /// With --pipeline: exact, blend or auto (see `superres upscale --help`).
     #[arg(long, default_value = "auto", env = "SUPERRES_TILE_MODE")]
@@ -76,8 +76,8 @@ fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (w, h) = parse_size(&args.size)?;
-    if args.runs == 0 {
-        bail!("--runs must be at least 1");
+    if args.runs == 0 && !args.pipeline {
+        bail!("--runs must be at least 1 (0 only with --pipeline: the tiling, without running)");
     }
     let choice = device::select(&args.device, args.precision)?;
     eprintln!("device: {choice}");
@@ -119,6 +119,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "batch": plan.batch,
             "overlap": plan.overlap,
             "run_peak_bytes": model.peak_bytes(rh, rw, plan.batch).ok(),
+            // Pixels the runs compute over the image's: the compute tiling adds.
+            "redundancy": (plan.tiles.iter().map(|t| t.run.area()).sum::<usize>() as f64
+                / (w * h).max(1) as f64 * 1000.0).round() / 1000.0,
             "budget_bytes": options.memory_budget,
         }));
         for _ in 0..args.runs {
@@ -136,6 +139,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             times.push(t.elapsed().as_secs_f64() * 1e3);
             device_times.extend(model.last_device_ms());
         }
+    }
+    if times.is_empty() {
+        // `--pipeline --runs 0`: the plan only.
+        let t = tiling.unwrap_or_default();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "model": model.name(), "size": format!("{w}x{h}"), "pipeline": t })
+            );
+        } else {
+            println!("pipeline tiling: {t}");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let peak_rss = peak_rss_bytes();
     times.sort_by(f64::total_cmp);

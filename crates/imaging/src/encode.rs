@@ -312,11 +312,11 @@ impl<'a> Meta<'a> {
 /// The `iTXt` keyword under which PNG files carry XMP.
 const PNG_XMP_KEYWORD: &str = "XML:com.adobe.xmp";
 
-fn write_png(
+fn write_png<W: Write>(
     image: &Image,
     opts: &EncodeOptions,
     meta: &Meta<'_>,
-    out: &mut impl Write,
+    out: &mut W,
 ) -> Result<(), png::EncodingError> {
     let mut info = png::Info::with_size(image.width as u32, image.height as u32);
     info.icc_profile = meta.icc.map(Cow::Borrowed);
@@ -347,13 +347,25 @@ fn write_png(
             .iter()
             .flat_map(|v| v.to_be_bytes())
             .collect();
-        encoder.write_header()?.write_image_data(&bytes)
+        stream_png(encoder, &bytes)
     } else {
         encoder.set_depth(png::BitDepth::Eight);
-        encoder
-            .write_header()?
-            .write_image_data(&pixels_u8(image, true))
+        stream_png(encoder, &pixels_u8(image, true))
     }
+}
+
+/// Writes the image data streamed: the compressed data goes out chunk by chunk as rows are
+/// filtered, instead of being gathered whole first (as `write_image_data` does), which for a
+/// 16000×12000 result would hold a few hundred MB more at the very end of a job.
+fn stream_png<W: Write>(
+    encoder: png::Encoder<'_, W>,
+    data: &[u8],
+) -> Result<(), png::EncodingError> {
+    let mut writer = encoder.write_header()?;
+    let mut stream = writer.stream_writer()?;
+    stream.write_all(data)?;
+    stream.finish()?;
+    writer.finish()
 }
 
 /// 8-bit samples ready for an encoder: the colour buffer itself when nothing needs

@@ -394,6 +394,9 @@ fn unknown_layers_undefined_blobs_and_cycles_are_named() {
         ("InnerProduct 0=4 1=0 2=48", "InnerProduct of an image"),
         ("Crop 0=1 1=1 3=8 4=8", "fixed output size"),
         ("Crop 0=1 2=1", "channel offset"),
+        ("Deconvolution 0=3 1=1 3=2 6=36", "larger than the kernel"),
+        ("Deconvolution 0=3 1=2 2=2 6=144", "dilated"),
+        ("Scale 0=3", "Scale by its own weights"),
     ] {
         let (kind, params) = layer.split_once(' ').expect("layer");
         let param = tiny_param()

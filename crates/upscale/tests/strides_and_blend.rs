@@ -326,7 +326,7 @@ fn a_deep_net_stays_within_the_budget_by_blending() {
     for (w, h) in [(640, 480), (4000, 3000)] {
         let t = model.tiling(w, h, &Options::default());
         assert!(
-            peak(&model, &t) <= 256 << 20,
+            peak(&model, &t) <= Options::default().memory_budget as u64,
             "{w}x{h}: {}",
             peak(&model, &t)
         );

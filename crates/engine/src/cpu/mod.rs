@@ -35,6 +35,12 @@
 //! takes an arena (the slots' memory) from the plan's pool and gives it back, so concurrent
 //! runs never share buffers and repeated runs allocate nothing.
 //!
+//! A network whose upsampling tail needs more memory than its body (RRDBNet ×4, EDSR) is
+//! cut where the tail begins ([`superres_graph::Graph::tail_cuts`]): the body runs on the
+//! whole input, the tail on bands of rows with margins of its own small receptive field
+//! ([`Banded`]). A run's peak is then the body's, and `peak_bytes` says so, so the pipeline
+//! sizes tiles several times larger for the same budget.
+//!
 //! [`reference`](mod@reference) stays the plain definition every kernel is tested against.
 
 // The kernels are private to the crate: they take raw pointers and run instruction sets

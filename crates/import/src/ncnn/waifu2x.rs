@@ -42,12 +42,11 @@ pub(super) fn prepadding(
     let Some(scale) = g.scale_factor(*out) else {
         return Ok(0);
     };
-    let shapes = g.shapes(probe.0, probe.1).map_err(|e| {
-        invalid(format!(
-            "the network does not run at its declared input size {}×{}: {e}",
-            probe.1, probe.0
-        ))
-    })?;
+    // A network that cannot be sized at the probe (one that wants another multiple) is taken
+    // as size-preserving; its runs say so if it is not.
+    let Ok(shapes) = g.shapes(probe.0, probe.1) else {
+        return Ok(0);
+    };
     let (oh, ow, _) = shapes[out.0];
     let (want_h, want_w) = (scale * probe.0, scale * probe.1);
     if (oh, ow) == (want_h, want_w) {
@@ -107,6 +106,16 @@ impl Builder<'_> {
         let sh = checked(int(13, sw0)?, "stride_h", 1, 16).map_err(pe)?;
         if sh != sw {
             return Err(unsupported(self.file, l, "unequal strides"));
+        }
+        // The phase convolution holds (⌈K/s⌉·s)² taps per pair of channels, at most four
+        // times the file's K² while s ≤ K; a larger stride leaves gaps between the kernel's
+        // copies and would multiply the weights a file declares.
+        if sw > kw || sh > kh {
+            return Err(unsupported(
+                self.file,
+                l,
+                format!("a stride ({sw}) larger than the kernel ({kw}×{kh})"),
+            ));
         }
         let c = |v: i32, what: &str| checked(v, what, 0, 1024).map_err(pe);
         let pl = int(4, 0)?;
