@@ -394,14 +394,16 @@ fn exec(k: &Kernels, twin: &Twin, plan: &DevicePlan, step: &Step, arena: &mut Ho
         } => {
             let layers = twin.lowered().ses[*node].clone().expect("lowered");
             let slices = superres_engine::cuda::dplan::SE_SLICES;
-            let widest = layers.iter().map(|d| d.cout).max().unwrap_or(0).max(*c);
-            let mut part = vec![0.0f64; n * slices * cs];
-            let mut means = vec![0.0f32; n * c];
-            let mut ping = [vec![0.0f32; n * widest], vec![0.0f32; n * widest]];
+            // One scratch laid out as the device's (`SeScratch`), 8-byte aligned.
+            let scratch = superres_engine::cuda::dplan::SeScratch::new(n, *cs, *c, &layers);
+            let mut buf = vec![0.0f64; scratch.bytes.div_ceil(8)];
+            let base = buf.as_mut_ptr() as *mut u8;
             run(arena, *dst, &[*src], &|d, s| {
-                let part = part.as_ptr() as *mut f64;
-                let means = means.as_ptr() as *mut f32;
-                let ping: Vec<*mut f32> = ping.iter().map(|v| v.as_ptr() as *mut f32).collect();
+                // SAFETY: every offset of the layout lies inside `buf`.
+                let at = |o: usize| unsafe { base.add(o) };
+                let part = at(0) as *mut f64;
+                let means = at(scratch.means) as *mut f32;
+                let ping: Vec<*mut f32> = scratch.ping.iter().map(|&o| at(o) as *mut f32).collect();
                 let pv = |p: *mut f32| A::P(p as *const c_void);
                 k.launch(
                     "se_sum_f32",
@@ -465,7 +467,7 @@ fn exec(k: &Kernels, twin: &Twin, plan: &DevicePlan, step: &Step, arena: &mut Ho
                     ],
                 );
             });
-            let _ = (&mut part, &mut means, &mut ping);
+            drop(buf);
             true
         }
     }

@@ -15,6 +15,7 @@ pub mod ncnn;
 pub mod onnx;
 pub mod pytorch;
 pub mod tf;
+mod transposed;
 
 use std::path::Path;
 

@@ -21,7 +21,7 @@ use cudarc::cudnn::sys as dnn;
 use cudarc::driver::sys as cu;
 use superres_graph::{Graph, ResizeMode};
 
-use super::dplan::{Buf, DevicePlan, Lowered, Operand, SE_SLICES, Step};
+use super::dplan::{Buf, DevicePlan, Lowered, Operand, SE_SLICES, SeScratch, Step};
 use super::gpu::{Arg, Gpu, InMapC, Lane, LanePool, LaneSlot, OutMapC, ty};
 use super::handles::{DeviceMem, Event, Pinned, cu_check, dnn_check, elapsed_ms};
 use super::kernels;
@@ -1038,15 +1038,10 @@ impl DeviceExecutable {
                     .as_ref()
                     .ok_or_else(|| EngineError::Device("unlowered squeeze-excitation".into()))?;
                 let i = |v: usize| Arg::I32(v as i32);
-                // The scratch: partial sums (f64), then the means and two vectors (f32).
+                let scratch = SeScratch::new(n, *cs, *c, layers);
                 let part = addr(Buf::Pad);
-                let means = part + (n * SE_SLICES * cs * 8) as u64;
-                let widest = layers.iter().map(|d| d.cout).max().unwrap_or(0).max(*c);
-                let vec_bytes = (4 * n * widest) as u64;
-                let ping = [
-                    means + (4 * n * c) as u64,
-                    means + (4 * n * c) as u64 + vec_bytes,
-                ];
+                let means = part + scratch.means as u64;
+                let ping = scratch.ping.map(|o| part + o as u64);
                 lane.launch(
                     &kernels::name("se_sum", t),
                     n * SE_SLICES * cs,

@@ -156,11 +156,28 @@ pub struct DenseDesc {
 /// so the channel sums spread over the device and do not depend on its size.
 pub const SE_SLICES: usize = 64;
 
-/// Bytes of the scratch a squeeze-and-excitation step of `n` images needs: the partial
-/// sums (`f64`), the means and two vectors for the dense layers (`f32`).
-pub fn se_scratch_bytes(n: usize, cs: usize, c: usize, layers: &[DenseDesc]) -> usize {
-    let widest = layers.iter().map(|d| d.cout).max().unwrap_or(0).max(c);
-    n * SE_SLICES * cs * 8 + 4 * n * (c + 2 * widest)
+/// Where a squeeze-and-excitation step of `n` images keeps its scratch, in bytes from the
+/// start of [`Buf::Pad`]: the partial sums (`f64`) at 0, then the means and two vectors for
+/// the dense layers (`f32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeScratch {
+    pub means: usize,
+    pub ping: [usize; 2],
+    pub bytes: usize,
+}
+
+impl SeScratch {
+    pub fn new(n: usize, cs: usize, c: usize, layers: &[DenseDesc]) -> SeScratch {
+        let widest = layers.iter().map(|d| d.cout).max().unwrap_or(0).max(c);
+        let means = n * SE_SLICES * cs * 8;
+        let first = means + 4 * n * c;
+        let second = first + 4 * n * widest;
+        SeScratch {
+            means,
+            ping: [first, second],
+            bytes: second + 4 * n * widest,
+        }
+    }
 }
 
 /// A binary operator's second operand.
@@ -438,7 +455,7 @@ pub enum Step {
         left: isize,
     },
     /// `dst = src · gates(means(src))` per image and channel, through [`Buf::Pad`] as the
-    /// scratch of the sums and vectors ([`se_scratch_bytes`]).
+    /// scratch of the sums and vectors ([`SeScratch`]).
     SqueezeExcite {
         node: usize,
         dst: Buf,
@@ -622,7 +639,7 @@ impl DevicePlan {
                 }
                 Op::SqueezeExcite(_) => {
                     let layers = lowered.ses[i].as_deref().unwrap_or(&[]);
-                    pad_bytes = pad_bytes.max(se_scratch_bytes(n, cs, c, layers));
+                    pad_bytes = pad_bytes.max(SeScratch::new(n, cs, c, layers).bytes);
                     steps.push(Step::SqueezeExcite {
                         node: i,
                         dst: buf(i),

@@ -2,13 +2,10 @@
 //! CUNet's squeeze-and-excitation (`Pooling` → `InnerProduct`… → `Scale`); and the edge
 //! replication ("prepadding") their unpadded convolutions need.
 //!
-//! - **Deconvolution** (a transposed convolution, stride `s`, kernel `K`) becomes what the
-//!   engines already run fast: a `J × J` convolution (`J = ⌈K / s⌉`, zero padding `J − 1`)
-//!   with `s²` output channels per channel, one per output phase, then a depth-to-space by
-//!   `s` and a crop of the transposed convolution's padding. Output phase `(ry, rx)` of
-//!   `out[q·s + r] = Σ_j in[q − j] · w[j·s + r]` is a correlation with the flipped taps
-//!   `w[(J − 1 − t)·s + r]` (zero where `j·s + r ≥ K`), so nothing is approximated: the
-//!   products are the same, summed in another order.
+//! - **Deconvolution** goes through the same lowering as ONNX's `ConvTranspose`
+//!   ([`crate::transposed`]): one convolution of every output phase, a depth-to-space, and
+//!   a crop where the layer gives fewer than `stride ×` its input's pixels (waifu2x's 4×4,
+//!   stride 2, pad 3 gives `2n − 4`).
 //! - **Crop** of one blob to another's size (CUNet's skip connections, `0=` `1=` offsets)
 //!   becomes an [`Op::Border`] with negative sides, measured on the graph at the probe size.
 //! - **Squeeze-and-excitation**: a global average `Pooling`, the `InnerProduct` layers after
@@ -16,13 +13,12 @@
 //!   the pooled blob's source by their result become one [`Op::SqueezeExcite`]. A pooled
 //!   blob read any other way is refused.
 
-use superres_graph::{
-    Border, Conv2d, Dense, DepthToSpaceMode, Epilogue, Graph, Op, Padding, SqueezeExcite,
-};
+use superres_graph::{Border, Dense, DepthToSpaceMode, Graph, Op, SqueezeExcite};
 
 use super::param::Layer;
 use super::{Blob, Builder, checked, node_err, unsupported};
 use crate::ImportError;
+use crate::transposed::Transposed;
 
 /// The edge replication a side that makes `g` map `n` input pixels to `scale · n`: 0 for a
 /// size-preserving network, `k` for one that gives `scale · (n − 2k)` (waifu2x's upconv_7:
@@ -107,9 +103,9 @@ impl Builder<'_> {
         if sh != sw {
             return Err(unsupported(self.file, l, "unequal strides"));
         }
-        // The phase convolution holds (⌈K/s⌉·s)² taps per pair of channels, at most four
-        // times the file's K² while s ≤ K; a larger stride leaves gaps between the kernel's
-        // copies and would multiply the weights a file declares.
+        // The phase convolution holds at most ((⌈K/s⌉ + 1)·s)² taps per pair of channels, at
+        // most 9 times the file's K² while s ≤ K; a larger stride leaves gaps between the
+        // kernel's copies and would multiply the weights a file declares.
         if sw > kw || sh > kh {
             return Err(unsupported(
                 self.file,
@@ -153,83 +149,42 @@ impl Builder<'_> {
         } else {
             None
         };
-        let s = sw;
-        let (jh, jw) = (kh.div_ceil(s), kw.div_ceil(s));
-        // The phase convolution: output channel (ry·s + rx)·cout + o (depth-to-space DCR).
-        let phases = s * s * cout;
-        let mut weights = vec![0.0f32; jh * jw * cin * phases];
-        for ty in 0..jh {
-            for tx in 0..jw {
-                for ry in 0..s {
-                    for rx in 0..s {
-                        let (ky, kx) = ((jh - 1 - ty) * s + ry, (jw - 1 - tx) * s + rx);
-                        if ky >= kh || kx >= kw {
-                            continue;
-                        }
-                        for ci in 0..cin {
-                            for o in 0..cout {
-                                // ncnn: [cout][cin][kh][kw]; the IR: [jh][jw][cin][phases].
-                                let src = ((o * cin + ci) * kh + ky) * kw + kx;
-                                let dst =
-                                    ((ty * jw + tx) * cin + ci) * phases + (ry * s + rx) * cout + o;
-                                weights[dst] = raw[src];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let conv = Conv2d {
-            kh: jh,
-            kw: jw,
+        // ncnn: [cout][cin][kh][kw].
+        let weight =
+            |ci: usize, co: usize, ky: usize, kx: usize| raw[((co * cin + ci) * kh + ky) * kw + kx];
+        let lowered = Transposed {
             cin,
-            cout: phases,
-            groups: 1,
-            stride: (1, 1),
-            dilation: (1, 1),
-            padding: Padding {
-                top: jh - 1,
-                bottom: jh - 1,
-                left: jw - 1,
-                right: jw - 1,
-            },
-            weights,
-            epilogue: Epilogue {
-                bias: bias.map(|b| (0..phases).map(|k| b[k % cout]).collect()),
-                activation,
-                residual: None,
-            },
-        };
-        let v = self.push(l, &format!("{}/phases", l.name), Op::Conv2d(conv), vec![x])?;
+            cout,
+            kh,
+            kw,
+            stride: sw,
+            pads: [pad[0], pad[2], pad[1], pad[3]],
+            output_padding: (out_pad[0], out_pad[1]),
+            weight: &weight,
+            bias,
+            activation,
+        }
+        .lower()
+        .map_err(|m| unsupported(self.file, l, m))?;
+        let v = self.push(
+            l,
+            &format!("{}/phases", l.name),
+            Op::Conv2d(lowered.conv),
+            vec![x],
+        )?;
         let v = self.push(
             l,
             &format!("{}/shuffle", l.name),
             Op::DepthToSpace {
-                block: s,
-                mode: DepthToSpaceMode::Dcr,
+                block: sw,
+                mode: DepthToSpaceMode::Crd,
             },
             vec![v],
         )?;
-        // The shuffle gives (n + J − 1)·s per side; the transposed convolution (n − 1)·s + K,
-        // less its padding, plus its output padding.
-        let extra = |j: usize, k: usize| (j * s - k) as isize;
-        let crop = Border {
-            top: -(pad[0] as isize),
-            bottom: -(pad[1] as isize) - extra(jh, kh) + out_pad[0] as isize,
-            left: -(pad[2] as isize),
-            right: -(pad[3] as isize) - extra(jw, kw) + out_pad[1] as isize,
-        };
-        if crop.bottom > 0 || crop.right > 0 {
-            return Err(unsupported(
-                self.file,
-                l,
-                "an output padding beyond the kernel's extent",
-            ));
-        }
-        let v = if crop == Border::default() {
+        let v = if lowered.crop == Border::default() {
             v
         } else {
-            self.push(l, &l.name, Op::Border(crop), vec![v])?
+            self.push(l, &l.name, Op::Border(lowered.crop), vec![v])?
         };
         self.define(l, 0, Blob::Value(v))
     }

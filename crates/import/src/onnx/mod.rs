@@ -17,7 +17,7 @@
 //! | ONNX | IR |
 //! |---|---|
 //! | `Conv` (`pads`, `strides`, `dilations`, `group`, `auto_pad`) | [`Op::Conv2d`] |
-//! | `ConvTranspose` (group 1, output = input × stride) | [`Op::Conv2d`] + [`Op::DepthToSpace`] (CRD), see below |
+//! | `ConvTranspose` (group 1, output at most input × stride) | [`Op::Conv2d`] + [`Op::DepthToSpace`] (CRD), see below |
 //! | `Add`, `Sub`, `Mul`, `Div` | [`Op::Binary`], image ∘ image or image ∘ scalar/per-channel constant |
 //! | `Relu`, `PRelu`, `LeakyRelu`, `Sigmoid`, `Tanh`, `Clip` | [`Op::Activation`] |
 //! | `DepthToSpace` (`DCR`, `CRD`) | [`Op::DepthToSpace`] |
@@ -42,10 +42,11 @@
 //! (and `[N, r, r, C, H, W]` with `[0, 3, 4, 1, 5, 2]` one in `DCR` mode). Any other `Reshape`
 //! or `Transpose` of an image is refused with an [`ImportError::UnsupportedOp`].
 //!
-//! A `ConvTranspose` with stride `s` whose output is exactly `s` times its input (kernel −
-//! pads + output_padding = stride, which holds for the usual `k=2s, p=s/2` and FSRCNN's
+//! A `ConvTranspose` with stride `s` whose output is at most `s` times its input (kernel −
+//! pads + output_padding ≤ stride; equal for the usual `k=2s, p=s/2` and FSRCNN's
 //! `k=9, p=4, output_padding=s-1`) is lowered to a stride-1 convolution with `s²·C_out`
-//! outputs, one per sub-pixel phase, followed by a `CRD` depth-to-space: output pixel
+//! outputs, one per sub-pixel phase, followed by a `CRD` depth-to-space and, when smaller,
+//! a crop (`crate::transposed`, shared with ncnn's `Deconvolution`): output pixel
 //! `o = q·s + r` only sees the taps `t ≡ r + pad (mod s)`, and those form an ordinary
 //! correlation over the input around `q`.
 //!

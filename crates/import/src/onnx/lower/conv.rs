@@ -1,10 +1,11 @@
 //! `Conv` and `ConvTranspose` (lowered to a stride-1 convolution of the sub-pixel phases
 //! followed by a `CRD` depth-to-space).
 
-use superres_graph::{Conv2d, DepthToSpaceMode, Epilogue, Op, Padding, ValueId};
+use superres_graph::{Border, Conv2d, DepthToSpaceMode, Epilogue, Op, Padding, ValueId};
 
 use crate::onnx::proto::{NodeProto, attr_type as at};
 use crate::onnx::{Importer, MAX_DECONV_STRIDE, MAX_GEOMETRY, R, Val, to_usize};
+use crate::transposed::Transposed;
 
 impl Importer<'_> {
     /// The image input, its channels, and the 4-D weights of a `Conv` / `ConvTranspose`
@@ -214,68 +215,43 @@ impl Importer<'_> {
             }
             other => return Err(self.invalid(n, format!("unknown auto_pad '{other}'"))),
         };
-        let fits = |k: usize, p0: usize, p1: usize, op: usize| k + op == s + p0 + p1;
-        if !fits(kh, pt, pb, oph) || !fits(kw, pl, pr, opw) {
-            return Err(self.unsupported(
-                n,
-                format!(
-                    "ConvTranspose is supported when its output is exactly stride × input \
-                     (kernel - pads + output_padding = stride); got kernel {kh}×{kw}, stride \
-                     {s}, pads [{pt}, {pl}, {pb}, {pr}], output_padding [{oph}, {opw}]"
-                ),
-            ));
-        }
         let bias = self.bias(n, 2, cout)?;
-        let (taps_y, dy0, dy1) = phase_taps(kh, s, pt);
-        let (taps_x, dx0, dx1) = phase_taps(kw, s, pl);
-        let (kh2, kw2) = ((dy1 - dy0 + 1) as usize, (dx1 - dx0 + 1) as usize);
-        let ss = s * s;
-        let cout2 = cout * ss;
-        let mut weights = vec![0.0f32; kh2 * kw2 * cin * cout2];
-        for (ry, ty) in taps_y.iter().enumerate() {
-            for (rx, tx) in taps_x.iter().enumerate() {
-                for &(dy, ky) in ty {
-                    for &(dx, kx) in tx {
-                        let (uy, ux) = ((dy - dy0) as usize, (dx - dx0) as usize);
-                        for ci in 0..cin {
-                            for co in 0..cout {
-                                weights[((uy * kw2 + ux) * cin + ci) * cout2
-                                    + co * ss
-                                    + ry * s
-                                    + rx] = wv[((ci * cout + co) * kh + ky) * kw + kx];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let conv = Conv2d {
-            kh: kh2,
-            kw: kw2,
+        let weight =
+            |ci: usize, co: usize, ky: usize, kx: usize| wv[((ci * cout + co) * kh + ky) * kw + kx];
+        let lowered = Transposed {
             cin,
-            cout: cout2,
-            groups: 1,
-            stride: (1, 1),
-            dilation: (1, 1),
-            padding: Padding {
-                top: (-dy0) as usize,
-                bottom: dy1 as usize,
-                left: (-dx0) as usize,
-                right: dx1 as usize,
-            },
-            weights,
-            epilogue: Epilogue {
-                bias: bias.map(|b| b.iter().flat_map(|&v| std::iter::repeat_n(v, ss)).collect()),
-                ..Epilogue::default()
-            },
+            cout,
+            kh,
+            kw,
+            stride: s,
+            pads: [pt, pl, pb, pr],
+            output_padding: (oph, opw),
+            weight: &weight,
+            bias,
+            activation: None,
+        }
+        .lower()
+        .map_err(|m| self.unsupported(n, m))?;
+        let cropped = lowered.crop != Border::default();
+        let last = |full: &str| {
+            if cropped {
+                format!("{full}/full")
+            } else {
+                full.to_string()
+            }
         };
         let y = if s == 1 {
-            self.push(n, name, Op::Conv2d(conv), vec![x])?
+            self.push(n, &last(name), Op::Conv2d(lowered.conv), vec![x])?
         } else {
-            let c = self.push(n, &format!("{name}/phases"), Op::Conv2d(conv), vec![x])?;
+            let c = self.push(
+                n,
+                &format!("{name}/phases"),
+                Op::Conv2d(lowered.conv),
+                vec![x],
+            )?;
             self.push(
                 n,
-                name,
+                &last(name),
                 Op::DepthToSpace {
                     block: s,
                     mode: DepthToSpaceMode::Crd,
@@ -283,43 +259,11 @@ impl Importer<'_> {
                 vec![c],
             )?
         };
+        let y = if cropped {
+            self.push(n, name, Op::Border(lowered.crop), vec![y])?
+        } else {
+            y
+        };
         self.set(n, Val::Image(y))
-    }
-}
-
-/// For a transposed convolution along one axis (kernel `k`, stride `s`, leading pad `p`):
-/// for each output phase `r`, the `(input offset, tap)` pairs with
-/// `y[q·s + r] = Σ x[q + offset] · w[tap]`, and the smallest and largest offset (0 included).
-#[allow(clippy::type_complexity)]
-fn phase_taps(k: usize, s: usize, p: usize) -> (Vec<Vec<(isize, usize)>>, isize, isize) {
-    let (mut lo, mut hi) = (0isize, 0isize);
-    let phases = (0..s)
-        .map(|r| {
-            let (a, b) = (((r + p) / s) as isize, (r + p) % s);
-            (0..)
-                .map(|m| (m, m * s + b))
-                .take_while(|&(_, t)| t < k)
-                .map(|(m, t)| {
-                    let d = a - m as isize;
-                    lo = lo.min(d);
-                    hi = hi.max(d);
-                    (d, t)
-                })
-                .collect()
-        })
-        .collect();
-    (phases, lo, hi)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phase_taps_of_a_k4_s2_p1_deconvolution() {
-        // y[2q] = x[q]·w1 + x[q-1]·w3, y[2q+1] = x[q+1]·w0 + x[q]·w2
-        let (taps, lo, hi) = phase_taps(4, 2, 1);
-        assert_eq!(taps, vec![vec![(0, 1), (-1, 3)], vec![(1, 0), (0, 2)]]);
-        assert_eq!((lo, hi), (-1, 1));
     }
 }
