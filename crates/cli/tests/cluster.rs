@@ -656,7 +656,8 @@ async fn stopping_nodes_hand_back_and_drain_and_results_expire_with_their_blobs(
     let redis = Redis::start(&dir, free_port());
     let blobs = dir.join("blobs");
     let http = client();
-    // A visibility timeout far beyond the test: a job that moves on was handed back.
+    // A visibility timeout far beyond the test: a job that moves on was handed back. The
+    // API node keeps 2 s: nodes that disagree on it still agree on who is live.
     let slow = [
         "--tile",
         "16",
@@ -671,6 +672,8 @@ async fn stopping_nodes_hand_back_and_drain_and_results_expire_with_their_blobs(
     for node in [&api, &w1, &w2] {
         ready(&http, node).await;
     }
+    // A ready worker has told the cluster which models it holds.
+    assert_eq!(redis.cli(&["ZCARD", "superres:models:default"]), "2");
     // SIGTERM on a worker: its running job goes back to the queue at once.
     let id = submit_id(&http, &api, &png(960, 720)).await;
     let holder = until("the job to be running", || async {

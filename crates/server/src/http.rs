@@ -152,6 +152,9 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, A
     if !app.models.is_ready() {
         return Err(ApiError::not_ready(app.models.not_ready_reason()));
     }
+    if let Some(why) = app.jobs.not_ready(app.models.generation()) {
+        return Err(ApiError::not_ready(why));
+    }
     let Depth {
         queued, running, ..
     } = app.jobs.depth().await?;

@@ -92,6 +92,14 @@ pub trait JobBackend: Send + Sync + 'static {
 
     /// Whether new jobs are refused because this node is shutting down.
     fn is_draining(&self) -> bool;
+
+    /// Why this node is not ready to run the models of registry generation `models`
+    /// although they are loaded (a cluster worker that has not yet told the cluster it
+    /// holds them); `None` when it is.
+    fn not_ready(&self, models: u64) -> Option<String> {
+        let _ = models;
+        None
+    }
 }
 
 /// Why the backend refused or failed a job, as every node reports it.

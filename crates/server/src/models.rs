@@ -101,6 +101,9 @@ pub struct ModelRegistry {
     last_error: Mutex<Option<String>>,
     /// One reload at a time; requests never wait on it.
     reloading: Mutex<()>,
+    /// How many catalogs have been put in place: a cluster worker announces its models
+    /// again on each change, and is not ready before it has announced the current one.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl ModelSetup {
@@ -119,7 +122,18 @@ impl ModelRegistry {
             catalog: ArcSwapOption::empty(),
             last_error: Mutex::new(None),
             reloading: Mutex::new(()),
+            generation: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// How many catalogs have been put in place (0 before the first).
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Tells of each new catalog.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The backend every model of this registry runs on.
@@ -243,6 +257,7 @@ impl ModelRegistry {
                 };
                 metrics::gauge!("superres_models_loaded").set(catalog.models.len() as f64);
                 self.catalog.store(Some(Arc::new(catalog)));
+                self.generation.send_modify(|g| *g += 1);
                 *last_error = None;
                 Ok(report)
             }

@@ -45,7 +45,7 @@ pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -145,6 +145,9 @@ pub struct Broker {
     config: QueueConfig,
     settings: BrokerSettings,
     draining: AtomicBool,
+    /// The model registry's generation this node last told the cluster it holds (0:
+    /// none yet).
+    announced: AtomicU64,
 }
 
 /// The key prefix of everything this service keeps in Redis.
@@ -167,6 +170,9 @@ fn channel(id: &str) -> String {
 }
 
 const STATS: &str = "superres:stats";
+/// The worker nodes, each scored with the time (ms) until which it counts as live: its
+/// own three heartbeats ahead, so nodes with different visibility timeouts agree on who
+/// is live. `superres:models:NAME` holds the nodes with model NAME the same way.
 const WORKERS: &str = "superres:workers";
 const SLOTS: &str = "superres:slots";
 const BLOBS: &str = "superres:blobs";
@@ -208,6 +214,7 @@ impl Broker {
             config,
             settings,
             draining: AtomicBool::new(false),
+            announced: AtomicU64::new(0),
         })
     }
 
@@ -228,17 +235,16 @@ impl Broker {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// How long a worker's silence means it is gone: three heartbeats.
-    fn live_window_ms(&self) -> u64 {
+    /// How long this worker's silence means it is gone: three of its heartbeats.
+    pub(crate) fn live_window_ms(&self) -> u64 {
         3 * heartbeat_interval(self.settings.visibility_timeout).as_millis() as u64
     }
 
     /// The live worker nodes and their worker threads.
     async fn live_slots(&self) -> Result<(usize, usize), JobError> {
         let mut con = self.con();
-        let since = now_ms().saturating_sub(self.live_window_ms());
         let nodes: Vec<String> = con
-            .zrangebyscore(WORKERS, since, "+inf")
+            .zrangebyscore(WORKERS, now_ms(), "+inf")
             .await
             .map_err(unavailable)?;
         if nodes.is_empty() {
@@ -356,9 +362,8 @@ impl Broker {
         };
         let model = request.model.name().to_string();
         let mut con = self.con();
-        let since = now_ms().saturating_sub(self.live_window_ms());
         let holders: usize = con
-            .zcount(models_key(&model), since, "+inf")
+            .zcount(models_key(&model), now_ms(), "+inf")
             .await
             .map_err(unavailable)?;
         if holders == 0 {
@@ -829,6 +834,14 @@ impl JobBackend for RedisBackend {
 
     fn is_draining(&self) -> bool {
         self.broker.draining.load(Ordering::SeqCst)
+    }
+
+    fn not_ready(&self, models: u64) -> Option<String> {
+        let announced = self.broker.announced.load(Ordering::SeqCst);
+        (self.broker.settings.role.runs_jobs() && announced < models).then(|| {
+            "the models are loaded but the cluster has not yet been told this worker holds them"
+                .to_string()
+        })
     }
 }
 

@@ -93,15 +93,17 @@ async fn heartbeat(
     let every = heartbeat_interval(broker.settings().visibility_timeout);
     let node = broker.settings().node.clone();
     let mut groups_made: Vec<String> = Vec::new();
+    let mut changes = models.changes();
     while !*stop.borrow() {
         let mut con = broker.con();
-        let now = now_ms();
+        let live_until = now_ms() + broker.live_window_ms();
+        let generation = *changes.borrow_and_update();
         let names: Vec<String> = models.names();
         let mut pipe = redis::pipe();
-        pipe.zadd(WORKERS, &node, now).ignore();
+        pipe.zadd(WORKERS, &node, live_until).ignore();
         pipe.hset(SLOTS, &node, slots).ignore();
         for name in &names {
-            pipe.zadd(models_key(name), &node, now).ignore();
+            pipe.zadd(models_key(name), &node, live_until).ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut con).await {
             tracing::warn!("cluster heartbeat failed: {e}");
@@ -121,12 +123,16 @@ async fn heartbeat(
                     }
                 }
             }
+            broker.announced.fetch_max(generation, Ordering::SeqCst);
             if let Err(e) = broker.collect_blobs().await {
                 tracing::warn!("{e}");
             }
         }
+        // A new catalog (the first load, a reload) is announced at once: the node is not
+        // ready until it is.
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = changes.changed() => {}
             _ = stopped(&mut stop) => {}
         }
     }
