@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long)]
     tile: Option<usize>,
     /// With --pipeline: memory for one tile's run, in MiB.
-    #[arg(long, default_value_t = 640)]
+    #[arg(long, default_value_t = superres_upscale::Options::default().memory_budget >> 20)]
     memory_budget_mb: usize,
     /// With --pipeline: exact, blend or auto (see `superres upscale --help`).
     #[arg(long, default_value = "auto", env = "SUPERRES_TILE_MODE")]

@@ -81,7 +81,7 @@ pub struct Args {
     #[arg(long)]
     tile: Option<usize>,
     /// Memory for one tile's activations, in MiB, when --tile is not given.
-    #[arg(long, default_value_t = 640)]
+    #[arg(long, default_value_t = superres_upscale::Options::default().memory_budget >> 20)]
     memory_budget_mb: usize,
     /// exact (margins of the whole receptive field: the untiled result), blend (overlapping
     /// tiles of the budget's size, feathered), or auto: exact unless its margins would take

@@ -154,6 +154,14 @@ impl Batch {
         self.h * self.w * self.c
     }
 
+    /// The first image as a tensor, its samples moved when it is the only `f32` one.
+    pub fn into_tensor(self) -> Tensor {
+        match self.data {
+            HostData::F32(v) if self.n == 1 => Tensor::image(self.h, self.w, self.c, v),
+            _ => self.tensor(0),
+        }
+    }
+
     /// Image `i` as a tensor (8-bit samples are widened to `f32`).
     pub fn tensor(&self, i: usize) -> Tensor {
         let n = self.image_len();
@@ -303,7 +311,7 @@ pub trait Executable: Send + Sync {
             channels: 0,
         })?;
         let outputs = self.submit(batch, &Io::default())?.wait()?;
-        Ok(outputs.iter().map(|b| b.tensor(0)).collect())
+        Ok(outputs.into_iter().map(Batch::into_tensor).collect())
     }
 }
 

@@ -32,6 +32,7 @@ pub fn optimize(g: &Graph) -> Result<Graph, GraphError> {
         changed |= w.rewrite_all(Work::fuse_activation);
         changed |= w.rewrite_all(Work::fuse_residual);
         changed |= w.rewrite_all(Work::hoist_over_depth_to_space);
+        changed |= w.rewrite_all(Work::skip_before_depth_to_space);
         if !changed {
             break;
         }
@@ -492,6 +493,90 @@ impl Work {
         self.nodes[t].inputs = vec![ValueId(conv)];
         self.kill(d);
         true
+    }
+
+    /// `Add(DepthToSpace(conv), Resize(nearest, x))` with the same factor `b` (Real-ESRGAN
+    /// Compact's and animevideov3's tail: the network's output plus its input enlarged) →
+    /// `DepthToSpace(Add(conv, Spread(x)))`, where `Spread` is a 1×1 convolution with one-hot
+    /// weights that copies each of `x`'s channels to the `b²` channels the shuffle sends to
+    /// that channel of the output block (DCR: `(i·b + j)·C + c`, CRD: `c·b² + i·b + j`). The
+    /// add then fuses into the convolution as its residual ([`Work::fuse_residual`]), at the
+    /// input's resolution, and the full-resolution resize and add passes are gone.
+    ///
+    /// Exactness, for finite `x`: output pixel `(sy·b + i, sx·b + j)`, channel `c`, is
+    /// `conv[sy, sx, k] + x[sy, sx, c]` both ways (nearest enlargement reads pixel
+    /// `(⌊Y/b⌋, ⌊X/b⌋)`), and the one-hot sum `1·x_c + Σ 0·x_other` is exactly `x_c` (up to
+    /// the sign of a zero, which no later addition or rounding to 8 or 16 bits can see).
+    fn skip_before_depth_to_space(&mut self, a: usize) -> bool {
+        let Op::Binary(BinaryOp::Add) = self.op(a) else {
+            return false;
+        };
+        let (Some(p), Some(q)) = (self.input(a, 0), self.input(a, 1)) else {
+            return false;
+        };
+        for (d, r) in [(p, q), (q, p)] {
+            let Op::DepthToSpace { block, mode } = *self.op(d) else {
+                continue;
+            };
+            let Op::Resize {
+                factor,
+                mode: crate::ResizeMode::Nearest,
+            } = *self.op(r)
+            else {
+                continue;
+            };
+            let (Some(conv), Some(x)) = (self.input(d, 0), self.input(r, 0)) else {
+                continue;
+            };
+            let Op::Conv2d(c) = self.op(conv) else {
+                continue;
+            };
+            let (cout, bb) = (c.cout, block * block);
+            let out_c = cout / bb;
+            let single = [(conv, d), (d, a), (r, a)]
+                .iter()
+                .all(|&(v, u)| self.sole_user(v) == Some(u));
+            if factor != block
+                || d == r
+                || !single
+                || c.epilogue.residual.is_some()
+                || self.nodes[x].channels != Some(out_c)
+            {
+                continue;
+            }
+            // `weights[ci][co]` (a 1×1 kernel): 1 where output channel `co` takes input `ci`.
+            let mut weights = vec![0.0f32; out_c * cout];
+            for co in 0..cout {
+                let ci = match mode {
+                    DepthToSpaceMode::Dcr => co % out_c,
+                    DepthToSpaceMode::Crd => co / bb,
+                };
+                weights[ci * cout + co] = 1.0;
+            }
+            self.nodes[r].op = Op::Conv2d(crate::Conv2d {
+                kh: 1,
+                kw: 1,
+                cin: out_c,
+                cout,
+                groups: 1,
+                stride: (1, 1),
+                dilation: (1, 1),
+                padding: crate::Padding::default(),
+                weights,
+                epilogue: crate::Epilogue::default(),
+            });
+            self.nodes[r].channels = Some(cout);
+            // `d` becomes the add (the shuffle's input's shape), `a` the shuffle.
+            self.nodes[d].op = Op::Binary(BinaryOp::Add);
+            // The spread input first: [`Work::fuse_residual`] then makes it the skip of
+            // `conv` (rather than `conv` the skip of the 1×1 spread).
+            self.nodes[d].inputs = vec![ValueId(r), ValueId(conv)];
+            self.nodes[d].channels = Some(cout);
+            self.nodes[a].op = Op::DepthToSpace { block, mode };
+            self.nodes[a].inputs = vec![ValueId(d)];
+            return true;
+        }
+        false
     }
 
     /// Drops dead nodes and those no output depends on, sorts topologically (keeping the

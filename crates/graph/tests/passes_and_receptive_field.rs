@@ -31,6 +31,13 @@ fn conv(k: usize, cin: usize, cout: usize, seed: u32, lo: f32) -> Op {
     ))
 }
 
+/// `x` enlarged `factor` times, nearest neighbour.
+fn nearest(g: &mut Graph, factor: usize, x: ValueId) -> ValueId {
+    let mode = superres_graph::ResizeMode::Nearest;
+    g.push("up", Op::Resize { factor, mode }, vec![x])
+        .expect("up")
+}
+
 fn outputs(g: &Graph, x: &Tensor) -> Vec<Tensor> {
     run(g, x).unwrap_or_else(|e| panic!("interpreter failed: {e}"))
 }
@@ -329,16 +336,7 @@ fn input_multiple_is_the_lcm_of_the_stride_denominators() {
     let mut g = Graph::new();
     let x = g.input("x", 1);
     let a = g.push("s2", strided(2, 1), vec![x]).expect("s2");
-    let up = g
-        .push(
-            "up",
-            Op::Resize {
-                factor: 2,
-                mode: superres_graph::ResizeMode::Nearest,
-            },
-            vec![a],
-        )
-        .expect("up");
+    let up = nearest(&mut g, 2, a);
     let b = g.push("s3", strided(3, 1), vec![up]).expect("s3");
     g.output("out", b);
     assert_eq!(g.input_multiple(), 6);
@@ -349,4 +347,43 @@ fn input_multiple_is_the_lcm_of_the_stride_denominators() {
     let b = g.push("b", strided(2, 1), vec![a]).expect("b");
     g.output("out", b);
     assert_eq!(g.input_multiple(), 4);
+}
+
+/// Real-ESRGAN Compact's tail: `DepthToSpace(conv) + Resize(nearest, input)`, both modes.
+#[test]
+fn an_enlarged_input_added_after_a_shuffle_becomes_the_convolutions_residual() {
+    for mode in [DepthToSpaceMode::Dcr, DepthToSpaceMode::Crd] {
+        let mut g = Graph::new();
+        let x = g.input("x", 3);
+        let a = g
+            .push("body", conv(3, 3, 8, 1, -1.0), vec![x])
+            .expect("body");
+        let p = g
+            .push("act", Op::Activation(Activation::LeakyRelu(0.1)), vec![a])
+            .expect("act");
+        let c = g
+            .push("last", conv(3, 8, 12, 2, -1.0), vec![p])
+            .expect("last");
+        let d = g
+            .push("d2s", Op::DepthToSpace { block: 2, mode }, vec![c])
+            .expect("d2s");
+        let up = nearest(&mut g, 2, x);
+        let s = g
+            .push("add", Op::Binary(BinaryOp::Add), vec![up, d])
+            .expect("add");
+        g.output("out", s);
+        let opt = optimize(&g).expect("optimize");
+        assert_eq!(
+            opt.op_counts(),
+            [("Conv2d", 3), ("DepthToSpace", 1), ("Input", 1)],
+            "{mode:?}: the resize and the add are gone"
+        );
+        let residual = opt.nodes.iter().find_map(|n| match &n.op {
+            Op::Conv2d(c) if c.cout == 12 && c.kh == 3 => Some(c.epilogue.residual),
+            _ => None,
+        });
+        assert_eq!(residual, Some(Some(1.0)), "{mode:?}");
+        let x = Tensor::image(5, 7, 3, values(105, 9, -1.0, 1.0));
+        assert_same_bits(&outputs(&g, &x), &outputs(&opt, &x));
+    }
 }

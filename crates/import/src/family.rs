@@ -141,8 +141,8 @@ pub fn architecture(format: Format, graph: &Graph) -> Option<&'static str> {
     None
 }
 
-/// Whether the first output is `pixel_shuffle(convs(x)) + nearest_upscale(x)`, possibly
-/// resized once more (the ncnn packs of Real-ESRGAN's animevideov3 ×2 and ×3 resize a ×4
+/// Whether the first output is `pixel_shuffle(convs(x)) + nearest_upscale(x)` (or its
+/// optimised form, `pixel_shuffle(convs(x) + spread(x))`), possibly resized once more (the ncnn packs of Real-ESRGAN's animevideov3 ×2 and ×3 resize a ×4
 /// network's output).
 fn is_compact_tail(graph: &Graph) -> bool {
     let Some((_, out)) = graph.outputs.first() else {
@@ -152,11 +152,22 @@ fn is_compact_tail(graph: &Graph) -> bool {
     if let (Op::Resize { .. }, [inner]) = (&node.op, &node.inputs[..]) {
         node = graph.node(*inner);
     }
+    let op = |v: ValueId| &graph.node(v).op;
+    let is_input = |v: ValueId| matches!(op(v), Op::Input { .. });
+    // Optimised: the input, spread by a 1×1 convolution, is the last convolution's residual
+    // before the shuffle (`passes`' `skip_before_depth_to_space`).
+    if let (Op::DepthToSpace { .. }, [conv]) = (&node.op, &node.inputs[..]) {
+        let conv = graph.node(*conv);
+        let spread_input = |v: &ValueId| {
+            matches!(op(*v), Op::Conv2d(c) if c.kh == 1 && c.kw == 1)
+                && graph.node(*v).inputs.first().is_some_and(|&x| is_input(x))
+        };
+        return matches!(&conv.op, Op::Conv2d(c) if c.epilogue.residual.is_some())
+            && conv.inputs.get(1).is_some_and(spread_input);
+    }
     if !matches!(node.op, Op::Binary(BinaryOp::Add)) || node.inputs.len() != 2 {
         return false;
     }
-    let op = |v: ValueId| &graph.node(v).op;
-    let is_input = |v: ValueId| matches!(op(v), Op::Input { .. });
     let upscaled_input = |v: ValueId| {
         matches!(
             op(v),

@@ -122,12 +122,13 @@ pub struct Options {
     /// ones below [`MIN_CORE`] plus the overlap, so a budget too small for those is exceeded
     /// by a bounded amount.
     ///
-    /// The default, 640 MiB, is sized for deep networks: blended tiles cost
+    /// The default, 768 MiB, is sized for deep networks: blended tiles cost
     /// `(run / (run − BLEND_OVERLAP))²` of the compute, and RRDBNet ×4 (3 KB per input pixel
-    /// with its tail in bands) gets runs of 437×445 on a 4000×3000 photo, 1.43× its pixels
-    /// (at 256 MiB: 298×289, 1.8×), while the whole job, with its 576 MB result and 475 MB
-    /// of packed weights, stays under 2 GiB (768 MiB gave 1.35× but 2.2 GiB). Shallow
-    /// networks simply get larger exact tiles, with less of their compute in margins.
+    /// with its tail in bands) gets runs of 516×498 on a 4000×3000 photo, 1.35× its pixels
+    /// (at 256 MiB: 298×289, 1.8×), while the whole job, with its 576 MB result, 67 MB of
+    /// weights (large runs transform them for themselves) and the blend's rows, stays under
+    /// 2 GiB (BENCHMARKS.md). Shallow networks simply get larger exact tiles, with less of
+    /// their compute in margins.
     pub memory_budget: usize,
     /// Exact or blended tiles, or the choice by cost ([`TileMode::Auto`]).
     pub tile_mode: TileMode,
@@ -137,7 +138,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             tile: None,
-            memory_budget: 640 << 20,
+            memory_budget: 768 << 20,
             tile_mode: TileMode::Auto,
         }
     }

@@ -551,6 +551,17 @@ impl CpuExecutable {
                     break;
                 }
                 let (h, w, c) = t.hwc().unwrap_or((0, 0, 0));
+                if batch.n == 1 && io.output.is_none() {
+                    // The only image's values: moved, not copied.
+                    outputs[k] = Some(Batch {
+                        n: 1,
+                        h,
+                        w,
+                        c,
+                        data: HostData::F32(t.into_data()),
+                    });
+                    continue;
+                }
                 let slot = outputs[k].get_or_insert_with(|| Batch {
                     n: batch.n,
                     h,
@@ -685,7 +696,7 @@ impl CpuExecutable {
                             conv::Algo::Direct(_) => "direct",
                         }
                     ),
-                    _ => "op".to_string(),
+                    _ => g.nodes[i].op.kind().to_string(),
                 };
                 eprintln!(
                     "profile {:>4} {:>9.3} ms  {oh}x{ow}x{oc}  {what}",

@@ -40,9 +40,17 @@
 //! than threads (small images) the output channels are split between tasks as well.
 //!
 //! The cost of F(6,3): its transformed weights are 64/9 of the plain ones (1.07 GB for full
-//! EDSR's 64 wide layers, against 0.6 GB with F(4,3)); the plain weights are not kept.
+//! EDSR's 64 wide layers, against 0.6 GB with F(4,3)). So they are made when a run first
+//! needs them, and kept only by runs of fewer than [`KEEP_BELOW_TILES`] tiles, for which
+//! making them each time would cost a noticeable share; larger runs (the tiles of a big
+//! photo) make them for themselves at under 1% of their time, and a model used only on such
+//! runs holds its plain weights alone (RRDBNet ×4: 67 MB instead of 475); once a small run
+//! keeps the transformed ones, the plain ones are dropped.
 
 #![allow(clippy::needless_range_loop)] // index loops mirror the transform formulas
+
+use std::borrow::Cow;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use rayon::prelude::*;
 use superres_graph::Conv2d;
@@ -108,14 +116,30 @@ const G6: [[f64; 3]; 8] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// Transformed weights.
+/// A layer's weights, plain, and transformed once a run small enough to need them keeps
+/// them.
 pub struct Winograd {
     tile: Tile,
+    cin: usize,
+    cout: usize,
     cinp: usize,
     panels: usize,
-    /// `[panel][n²][cinp][16]`, zero beyond `cin` and `cout`.
-    u: Vec<f32>,
+    /// `[ky][kx][cin][cout]`, as the graph holds them; dropped once `u` is kept.
+    plain: RwLock<Vec<f32>>,
+    /// `[panel][n²][cinp][16]`, zero beyond `cin` and `cout`; made by the first run with
+    /// fewer than [`KEEP_BELOW_TILES`] tiles and kept. Larger runs transform the weights
+    /// for themselves (see [`Winograd::transformed`]).
+    u: OnceLock<Vec<f32>>,
 }
+
+/// Runs with fewer tiles than this keep the transformed weights; larger ones transform them
+/// each time. Transforming a layer's weights costs about what its products cost for a few
+/// dozen tiles (writing `n²·cin·cout` floats once against reading them once per row of 12
+/// tiles), so from this many tiles on (a 384×384 run with F(6,3)) it is under 1% of the
+/// layer's time, while keeping them costs 64/9 of the plain weights for as long as the
+/// model is loaded (475 MB for RRDBNet ×4, 1.07 GB for full EDSR): a model used only on
+/// large runs (the tiles of a big photo) never holds them.
+pub const KEEP_BELOW_TILES: usize = 4096;
 
 /// Output channels per `M` chunk.
 const CO_CHUNK: usize = 256;
@@ -131,27 +155,78 @@ const SMALL_U: usize = 2 << 20;
 impl Winograd {
     pub fn new(c: &Conv2d, tile: Tile) -> Self {
         debug_assert!(c.kh == 3 && c.kw == 3 && c.groups == 1);
-        let g_t = tile.g();
+        Winograd {
+            tile,
+            cin: c.cin,
+            cout: c.cout,
+            cinp: c.cin.div_ceil(16) * 16,
+            panels: c.cout.div_ceil(16),
+            plain: RwLock::new(c.weights.clone()),
+            u: OnceLock::new(),
+        }
+    }
+
+    /// Floats of the transformed weights.
+    fn u_len(&self) -> usize {
+        let n = self.tile.m() + 2;
+        self.panels * n * n * self.cinp * 16
+    }
+
+    /// Whether the transformed weights are kept, and the plain ones dropped (tests).
+    #[cfg(test)]
+    fn keeps_transformed(&self) -> bool {
+        let plain = self.plain.read().unwrap_or_else(PoisonError::into_inner);
+        match self.u.get() {
+            Some(_) => plain.is_empty(),
+            None => false,
+        }
+    }
+
+    /// The transformed weights for a run of `ntiles` tiles: the kept ones, else made and
+    /// kept for a small run (the plain ones are then dropped), else made for this run
+    /// alone. The same arithmetic either way, so a run's result does not depend on which.
+    fn transformed(&self, ntiles: usize) -> Cow<'_, [f32]> {
+        if let Some(u) = self.u.get() {
+            return Cow::Borrowed(u);
+        }
+        if ntiles < KEEP_BELOW_TILES {
+            let u = self.u.get_or_init(|| {
+                self.transform(&self.plain.read().unwrap_or_else(PoisonError::into_inner))
+            });
+            // Dropped only once `u` is set, under the write lock: a run that found `u`
+            // unset and holds the read lock still has the plain weights.
+            *self.plain.write().unwrap_or_else(PoisonError::into_inner) = Vec::new();
+            return Cow::Borrowed(u);
+        }
+        let plain = self.plain.read().unwrap_or_else(PoisonError::into_inner);
+        match self.u.get() {
+            Some(u) => Cow::Borrowed(u),
+            None => Cow::Owned(self.transform(&plain)),
+        }
+    }
+
+    /// `G g Gᵀ` for every channel pair of `plain`, in `f64`.
+    fn transform(&self, plain: &[f32]) -> Vec<f32> {
+        let g_t = self.tile.g();
         let n = g_t.len();
-        let cinp = c.cin.div_ceil(16) * 16;
-        let panels = c.cout.div_ceil(16);
         let nn = n * n;
-        let mut u = vec![0.0f32; panels * nn * cinp * 16];
-        // One panel of 16 output channels per task (a full EDSR loads in a fraction of the
-        // time it takes on one thread).
+        let (cin, cout, cinp) = (self.cin, self.cout, self.cinp);
+        let mut u = vec![0.0f32; self.u_len()];
+        // One panel of 16 output channels per task (a full EDSR's weights transform in a
+        // fraction of the time they take on one thread).
         u.par_chunks_mut(nn * cinp * 16)
             .enumerate()
             .for_each(|(panel, u)| {
                 // Sixteen output channels at a time, in `f64` lanes.
                 let co0 = panel * 16;
-                let nl = 16.min(c.cout - co0);
+                let nl = 16.min(cout - co0);
                 let mut g = [[[0.0f64; 16]; 3]; 3];
                 let mut t = [[[0.0f64; 16]; 3]; 8];
-                for ci in 0..c.cin {
+                for ci in 0..cin {
                     for (ky, gr) in g.iter_mut().enumerate() {
                         for (kx, gv) in gr.iter_mut().enumerate() {
-                            let o = ((ky * 3 + kx) * c.cin + ci) * c.cout + co0;
-                            for (v, w) in gv.iter_mut().zip(&c.weights[o..o + nl]) {
+                            let o = ((ky * 3 + kx) * cin + ci) * cout + co0;
+                            for (v, w) in gv.iter_mut().zip(&plain[o..o + nl]) {
                                 *v = *w as f64;
                             }
                         }
@@ -179,12 +254,7 @@ impl Winograd {
                     }
                 }
             });
-        Winograd {
-            tile,
-            cinp,
-            panels,
-            u,
-        }
+        u
     }
 
     pub fn tile(&self) -> Tile {
@@ -208,7 +278,7 @@ impl Winograd {
         let isa = ck.isa;
         let np_max = isa.max_np();
         let mr = isa.mr(np_max);
-        let budget = if self.u.len() * 4 <= SMALL_U {
+        let budget = if self.u_len() * 4 <= SMALL_U {
             V_BUDGET_SMALL_U
         } else {
             V_BUDGET
@@ -216,6 +286,7 @@ impl Winograd {
         let max_rows = (budget / (nn * mr * self.cinp * 4)).clamp(1, 32);
         let tiles_w = ow.div_ceil(m);
         let ntiles = oh.div_ceil(m) * tiles_w;
+        let u = self.transformed(ntiles);
         let threads = rayon::current_num_threads();
         // Equal blocks, as many as a multiple of the thread count, each within the budget.
         let total_rows = ntiles.div_ceil(mr);
@@ -238,6 +309,7 @@ impl Winograd {
         let out_ptr = out.as_mut_ptr();
         let job = Job {
             wg: self,
+            u: &u,
             ck,
             x,
             h,
@@ -269,6 +341,8 @@ impl Winograd {
 /// Everything one block needs.
 struct Job<'a> {
     wg: &'a Winograd,
+    /// The transformed weights.
+    u: &'a [f32],
     ck: &'a Spec,
     x: &'a [f32],
     h: usize,
@@ -398,7 +472,7 @@ impl Job<'_> {
                             run_len: cinp,
                             a: v[xi * vs + r * cinp * mr..].as_ptr(),
                             a_layout: ALayout::Packed(mr),
-                            b: wg.u[((p * nn + xi) * cinp) * 16..].as_ptr(),
+                            b: self.u[((p * nn + xi) * cinp) * 16..].as_ptr(),
                             b_ps: nn * cinp * 16,
                             c: m[xi * ms + r * mr * cc + (p - p_lo) * 16..].as_mut_ptr(),
                             c_rs: cc,
@@ -655,4 +729,81 @@ fn at<const M: usize>(m: [&V16; 8]) -> [V16; 6] {
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use superres_graph::{Epilogue, Padding};
+
+    use super::super::conv::{Algo, ConvAlgo, ConvKernel};
+    use super::*;
+
+    /// A 16→24 layer (F(4,3): 4×4 outputs per tile) with weights from a simple generator.
+    fn layer() -> Conv2d {
+        let (cin, cout) = (16, 24);
+        let mut state = 0x2545_f491_u32;
+        let weights = (0..9 * cin * cout)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as f32 / u32::MAX as f32 - 0.5
+            })
+            .collect();
+        Conv2d {
+            kh: 3,
+            kw: 3,
+            cin,
+            cout,
+            groups: 1,
+            stride: (1, 1),
+            dilation: (1, 1),
+            padding: Padding::same(3, 3, (1, 1)),
+            weights,
+            epilogue: Epilogue {
+                bias: Some((0..cout).map(|c| c as f32 * 0.01).collect()),
+                ..Epilogue::default()
+            },
+        }
+    }
+
+    fn run(k: &ConvKernel, side: usize) -> Vec<f32> {
+        let x: Vec<f32> = (0..side * side * 16)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5)
+            .collect();
+        let mut out = vec![0.0; side * side * 24];
+        k.run(&x, side, side, &mut out, side, side, Skip::None);
+        out
+    }
+
+    fn winograd(k: &ConvKernel) -> &Winograd {
+        match &k.algo {
+            Algo::Winograd(w) => w,
+            _ => panic!("a 16-channel 3×3 layer runs Winograd"),
+        }
+    }
+
+    #[test]
+    fn large_runs_transform_the_weights_for_themselves_and_small_ones_keep_them() {
+        let k = ConvKernel::new(&layer(), gemm::Isa::detect(), ConvAlgo::WinogradF4);
+        // 256×256 with 4×4 tiles: 4096 tiles, at the limit.
+        let big = 256;
+        assert!((big / 4) * (big / 4) >= KEEP_BELOW_TILES);
+        let first = run(&k, big);
+        assert!(
+            !winograd(&k).keeps_transformed(),
+            "a large run keeps nothing"
+        );
+        run(&k, 40);
+        assert!(winograd(&k).keeps_transformed(), "a small run keeps them");
+        let again = run(&k, big);
+        // The same arithmetic whichever way the weights came.
+        assert!(first.iter().any(|&v| v != 0.0));
+        assert!(
+            first
+                .iter()
+                .zip(&again)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
 }
