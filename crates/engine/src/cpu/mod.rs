@@ -471,7 +471,8 @@ impl Executable for CpuExecutable {
     }
 
     /// The arena of one image (images of a batch run one after another, each on every
-    /// core) and the batch's input and outputs. The kernels' per-thread scratch (Winograd's
+    /// core), the batch's input and outputs, and the largest layer's transformed Winograd
+    /// weights (which a large run makes for itself). The kernels' per-thread scratch (Winograd's
     /// transformed tiles, packed row bands) is sized to stay in cache, a few MiB per thread
     /// whatever the tile, so it is not a tile's cost and is left out. Planned without
     /// caching: a tile-size search must not evict the plans (and arenas) in use.
@@ -483,7 +484,8 @@ impl Executable for CpuExecutable {
                 (a * bb * c) as u64
             });
             let values = b.peak_elements(h, w)? as u64 + batch.max(1) as u64 * (input + output);
-            return Ok(4 * values);
+            let weights = b.head.transient_weights().max(b.tail.transient_weights());
+            return Ok(4 * (values + weights as u64));
         }
         let plan = self.make_plan(h, w)?;
         let input = plan.len(self.graph.input_id().map_or(0, |v| v.0)) as u64;
@@ -494,7 +496,7 @@ impl Executable for CpuExecutable {
             .map(|(_, v)| plan.len(v.0) as u64)
             .sum();
         let values = plan.arena_elements() as u64 + batch.max(1) as u64 * (input + outputs);
-        Ok(4 * values)
+        Ok(4 * (values + self.transient_weights() as u64))
     }
 
     fn plans_made(&self) -> Option<u64> {
@@ -507,6 +509,22 @@ impl Executable for CpuExecutable {
 }
 
 impl CpuExecutable {
+    /// Floats of the largest layer's transformed Winograd weights: what a large run that
+    /// transforms them for itself holds at once (see `winograd`'s module docs).
+    fn transient_weights(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|s| match s {
+                Step::Conv(k) => match &k.algo {
+                    conv::Algo::Winograd(w) => w.transformed_len(),
+                    _ => 0,
+                },
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     fn plan(&self, h: usize, w: usize) -> Result<Arc<Plan>, EngineError> {
         {
             let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());

@@ -167,7 +167,7 @@ impl Winograd {
     }
 
     /// Floats of the transformed weights.
-    fn u_len(&self) -> usize {
+    pub fn transformed_len(&self) -> usize {
         let n = self.tile.m() + 2;
         self.panels * n * n * self.cinp * 16
     }
@@ -211,7 +211,7 @@ impl Winograd {
         let n = g_t.len();
         let nn = n * n;
         let (cin, cout, cinp) = (self.cin, self.cout, self.cinp);
-        let mut u = vec![0.0f32; self.u_len()];
+        let mut u = vec![0.0f32; self.transformed_len()];
         // One panel of 16 output channels per task (a full EDSR's weights transform in a
         // fraction of the time they take on one thread).
         u.par_chunks_mut(nn * cinp * 16)
@@ -278,7 +278,7 @@ impl Winograd {
         let isa = ck.isa;
         let np_max = isa.max_np();
         let mr = isa.mr(np_max);
-        let budget = if self.u_len() * 4 <= SMALL_U {
+        let budget = if self.transformed_len() * 4 <= SMALL_U {
             V_BUDGET_SMALL_U
         } else {
             V_BUDGET
