@@ -5,7 +5,7 @@
 #   bash bench/tiling.sh [SUPERRES_BINARY] [SHARED_DIR]
 #
 # 1. The network alone, whole image, 256x192 (one run after a warm-up): the compute rate.
-# 2. The tiled pipeline at 640x480 with default settings (auto: blend at the default 640 MiB budget):
+# 2. The tiled pipeline at 640x480 with default settings (auto: blend at the default 768 MiB budget):
 #    the tiling chosen, wall time and the process's peak RSS (VmHWM).
 # 3. Blend against the whole image (--tile 0) on shared photos: PSNR over RGB.
 # About 10 minutes on 2 cores. BENCHMARKS.md has the numbers.
