@@ -49,8 +49,7 @@
 
 #![allow(clippy::needless_range_loop)] // index loops mirror the transform formulas
 
-use std::borrow::Cow;
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rayon::prelude::*;
 use superres_graph::Conv2d;
@@ -124,12 +123,19 @@ pub struct Winograd {
     cout: usize,
     cinp: usize,
     panels: usize,
-    /// `[ky][kx][cin][cout]`, as the graph holds them; dropped once `u` is kept.
-    plain: RwLock<Vec<f32>>,
-    /// `[panel][n²][cinp][16]`, zero beyond `cin` and `cout`; made by the first run with
-    /// fewer than [`KEEP_BELOW_TILES`] tiles and kept. Larger runs transform the weights
-    /// for themselves (see [`Winograd::transformed`]).
-    u: OnceLock<Vec<f32>>,
+    /// The plain weights, until a small run keeps the transformed ones in their place.
+    weights: Mutex<Weights>,
+}
+
+/// A layer's weights as it holds them. Runs take a reference-counted copy under the lock
+/// and compute outside it: no lock is held across parallel work, where a waiting rayon
+/// worker may run another image's layers.
+enum Weights {
+    /// `[ky][kx][cin][cout]`, as the graph holds them.
+    Plain(Arc<Vec<f32>>),
+    /// `[panel][n²][cinp][16]`, zero beyond `cin` and `cout`, kept by the first run with
+    /// fewer than [`KEEP_BELOW_TILES`] tiles.
+    Transformed(Arc<Vec<f32>>),
 }
 
 /// Runs with fewer tiles than this keep the transformed weights; larger ones transform them
@@ -161,8 +167,7 @@ impl Winograd {
             cout: c.cout,
             cinp: c.cin.div_ceil(16) * 16,
             panels: c.cout.div_ceil(16),
-            plain: RwLock::new(c.weights.clone()),
-            u: OnceLock::new(),
+            weights: Mutex::new(Weights::Plain(Arc::new(c.weights.clone()))),
         }
     }
 
@@ -172,37 +177,28 @@ impl Winograd {
         self.panels * n * n * self.cinp * 16
     }
 
-    /// Whether the transformed weights are kept, and the plain ones dropped (tests).
+    /// Whether the transformed weights are kept in place of the plain ones (tests).
     #[cfg(test)]
     fn keeps_transformed(&self) -> bool {
-        let plain = self.plain.read().unwrap_or_else(PoisonError::into_inner);
-        match self.u.get() {
-            Some(_) => plain.is_empty(),
-            None => false,
-        }
+        let weights = self.weights.lock().unwrap_or_else(PoisonError::into_inner);
+        matches!(*weights, Weights::Transformed(_))
     }
 
-    /// The transformed weights for a run of `ntiles` tiles: the kept ones, else made and
-    /// kept for a small run (the plain ones are then dropped), else made for this run
-    /// alone. The same arithmetic either way, so a run's result does not depend on which.
-    fn transformed(&self, ntiles: usize) -> Cow<'_, [f32]> {
-        if let Some(u) = self.u.get() {
-            return Cow::Borrowed(u);
-        }
+    /// The transformed weights for a run of `ntiles` tiles: the kept ones, else made, and
+    /// kept in place of the plain ones when the run is small. The same arithmetic either
+    /// way, so a run's result does not depend on which. (Two small runs that race both
+    /// transform them and keep the same values.)
+    fn transformed(&self, ntiles: usize) -> Arc<Vec<f32>> {
+        let plain = match &*self.weights.lock().unwrap_or_else(PoisonError::into_inner) {
+            Weights::Transformed(u) => return Arc::clone(u),
+            Weights::Plain(p) => Arc::clone(p),
+        };
+        let u = Arc::new(self.transform(&plain));
         if ntiles < KEEP_BELOW_TILES {
-            let u = self.u.get_or_init(|| {
-                self.transform(&self.plain.read().unwrap_or_else(PoisonError::into_inner))
-            });
-            // Dropped only once `u` is set, under the write lock: a run that found `u`
-            // unset and holds the read lock still has the plain weights.
-            *self.plain.write().unwrap_or_else(PoisonError::into_inner) = Vec::new();
-            return Cow::Borrowed(u);
+            *self.weights.lock().unwrap_or_else(PoisonError::into_inner) =
+                Weights::Transformed(Arc::clone(&u));
         }
-        let plain = self.plain.read().unwrap_or_else(PoisonError::into_inner);
-        match self.u.get() {
-            Some(u) => Cow::Borrowed(u),
-            None => Cow::Owned(self.transform(&plain)),
-        }
+        u
     }
 
     /// `G g Gᵀ` for every channel pair of `plain`, in `f64`.
