@@ -840,3 +840,61 @@ fn a_tail_run_in_bands_of_rows_gives_the_whole_result_at_a_fraction_of_the_memor
         .expect("run");
     assert!(rel_err(&got[0], &r[0]) < 1e-5);
 }
+
+/// A large and a small image through one model at once: the large run transforms the
+/// Winograd weights for itself while the small one makes and keeps them, on one pool of
+/// two threads (a waiting worker may run the other image's layers). Both give what they
+/// give alone, bit for bit.
+#[test]
+fn a_large_and_a_small_run_at_once_give_what_they_give_alone() {
+    let mut rng = Rng(7);
+    let body = |rng: &mut Rng| Epilogue {
+        bias: Some(rng.vec(16, 0.1)),
+        activation: Some(Activation::Relu),
+        residual: None,
+    };
+    let mut g = Graph::new();
+    let x = g.input("x", 3);
+    let mut v = g
+        .push(
+            "in",
+            Op::Conv2d({
+                let e = body(&mut rng);
+                conv(&mut rng, 3, 3, 3, 16, 1, 1, 1, e)
+            }),
+            vec![x],
+        )
+        .expect("conv");
+    for k in 0..3 {
+        let e = body(&mut rng);
+        let c = conv(&mut rng, 3, 3, 16, 16, 1, 1, 1, e);
+        v = g
+            .push(&format!("body{k}"), Op::Conv2d(c), vec![v])
+            .expect("conv");
+    }
+    g.output("y", v);
+    // 256×256 is 4096 tiles of F(4,3), where runs stop keeping the weights; 40×40 keeps them.
+    let (big, small) = (rng.image(256, 256, 3), rng.image(40, 40, 3));
+    let b = backend(Isa::detect(), ConvAlgo::Auto);
+    let alone = b.prepare(&g).expect("prepare");
+    let want_big = alone.run(&big).expect("big");
+    let want_small = alone.run(&small).expect("small");
+    let shared = b.prepare(&g).expect("prepare");
+    let start = Arc::new(std::sync::Barrier::new(2));
+    let runs = [big, small].map(|input| {
+        let (exe, start) = (Arc::clone(&shared), Arc::clone(&start));
+        std::thread::spawn(move || {
+            start.wait();
+            (0..3)
+                .map(|_| exe.run(&input).expect("run").swap_remove(0))
+                .collect::<Vec<_>>()
+        })
+    });
+    let [got_big, got_small] = runs.map(|r| r.join().expect("a run thread"));
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for (got, want) in [(got_big, &want_big[0]), (got_small, &want_small[0])] {
+        for t in got {
+            assert_eq!(bits(&t), bits(want));
+        }
+    }
+}
