@@ -43,7 +43,8 @@
 //! EDSR's 64 wide layers, against 0.6 GB with F(4,3)). So they are made when a run first
 //! needs them, and kept only by runs of fewer than [`KEEP_BELOW_TILES`] tiles, for which
 //! making them each time would cost a noticeable share; larger runs (the tiles of a big
-//! photo) make them for themselves at under 1% of their time, and a model used only on such
+//! photo) make them for themselves at an estimated 1% of their time at most (not measurable
+//! on x4plus at 440×440, BENCHMARKS.md), and a model used only on such
 //! runs holds its plain weights alone (RRDBNet ×4: 67 MB instead of 475); once a small run
 //! keeps the transformed ones, the plain ones are dropped.
 
