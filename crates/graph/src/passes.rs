@@ -4,8 +4,9 @@
 //! these passes turn the elementary spellings the files use into what the kernels execute
 //! fast: per-channel constants folded into convolution biases, activations and residual adds
 //! fused into the convolution's [`Epilogue`], activations spelled out with `Abs`/`Relu`/`Mul`
-//! recognised as [`Activation::PRelu`] / [`Activation::LeakyRelu`], and per-channel work after
-//! a pixel shuffle moved in front of it.
+//! recognised as [`Activation::PRelu`] / [`Activation::LeakyRelu`], per-channel work after
+//! a pixel shuffle moved in front of it, and an enlarged input added after a pixel shuffle
+//! (Real-ESRGAN Compact's tail) moved in front of it as the last convolution's residual.
 //!
 //! Every pass preserves the result bit for bit: fusion keeps the unfused order of the
 //! floating-point operations (see [`crate::Epilogue`]), and every pattern rewrite below carries
@@ -23,7 +24,9 @@ use crate::{
 pub fn optimize(g: &Graph) -> Result<Graph, GraphError> {
     g.validate()?;
     let mut w = Work::new(g);
-    // Each rewrite removes at least one node, so this terminates; the bound is a backstop.
+    // Each rewrite removes at least one node, or (moving a skip before a shuffle) an
+    // `Add` of a shuffle that no rule makes again, so this terminates; the bound is a
+    // backstop.
     for _ in 0..=g.nodes.len() {
         let mut changed = false;
         changed |= w.rewrite_all(Work::prelu);
