@@ -898,3 +898,96 @@ fn a_large_and_a_small_run_at_once_give_what_they_give_alone() {
         }
     }
 }
+
+/// A dense block as RRDBNet's: every convolution reads the concatenation of the block's
+/// input and all earlier outputs, and the last adds 0.2 of its sum to the block's input
+/// (which is also the first part of what it reads). Parts of 32, 16, 16 and 24 channels;
+/// one more concatenation whose first part is not a whole number of 16-channel groups, and
+/// one that is also read by an element-wise operator.
+fn dense_block_graph(rng: &mut Rng) -> Graph {
+    let lrelu = |rng: &mut Rng, c: usize| Epilogue {
+        bias: Some(rng.vec(c, 0.1)),
+        activation: Some(Activation::LeakyRelu(0.2)),
+        residual: None,
+    };
+    let mut g = Graph::new();
+    let x0 = g.input("x", 32);
+    let mut parts = vec![x0];
+    let mut cin = 32;
+    for (k, cout) in [16, 16, 24].into_iter().enumerate() {
+        let input = if parts.len() == 1 {
+            x0
+        } else {
+            g.push(&format!("cat{k}"), Op::Concat, parts.clone())
+                .expect("valid concat")
+        };
+        let ep = lrelu(rng, cout);
+        let c = conv(rng, 3, 3, cin, cout, 1, 1, 1, ep);
+        let y = g
+            .push(&format!("conv{k}"), Op::Conv2d(c), vec![input])
+            .expect("valid conv");
+        parts.push(y);
+        cin += cout;
+    }
+    let all = g
+        .push("cat", Op::Concat, parts.clone())
+        .expect("valid concat");
+    let ep = Epilogue {
+        bias: Some(rng.vec(32, 0.1)),
+        activation: None,
+        residual: Some(0.2),
+    };
+    let last = conv(rng, 3, 3, cin, 32, 1, 1, 1, ep);
+    let out = g
+        .push("conv_last", Op::Conv2d(last), vec![all, x0])
+        .expect("valid conv");
+    // 24 + 16 channels: the first part is not whole groups, so this one is copied.
+    let odd = g
+        .push("cat_odd", Op::Concat, vec![parts[3], parts[1]])
+        .expect("valid concat");
+    let c = conv(rng, 3, 3, 40, 16, 1, 1, 1, Epilogue::default());
+    let odd = g.push("conv_odd", Op::Conv2d(c), vec![odd]).expect("conv");
+    // Read by a convolution and by an add: copied too.
+    let shared = g
+        .push("cat_shared", Op::Concat, vec![odd, parts[2]])
+        .expect("valid concat");
+    let c = conv(rng, 3, 3, 32, 32, 1, 1, 1, Epilogue::default());
+    let sc = g
+        .push("conv_shared", Op::Conv2d(c), vec![shared])
+        .expect("conv");
+    let sum = g
+        .push("sum", Op::Binary(BinaryOp::Add), vec![sc, shared])
+        .expect("valid add");
+    g.output("y", out);
+    g.output("z", sum);
+    g
+}
+
+#[test]
+fn dense_blocks_read_their_concatenations_in_parts_as_the_reference_computes_them() {
+    let mut rng = Rng(0xde45e);
+    let g = dense_block_graph(&mut rng);
+    for &(h, w) in &[(1, 1), (7, 5), (13, 29), (40, 24)] {
+        let x = rng.image(h, w, 32);
+        let what = format!("dense block on {h}x{w}");
+        let algos = [ConvAlgo::Direct, ConvAlgo::WinogradF4, ConvAlgo::Auto];
+        check(&g, &x, &algos, 1e-5, &what);
+        check(&g, &x, &[ConvAlgo::WinogradF6], 4e-5, &what);
+    }
+    // The concatenations read in parts take no memory. The direct kernel copies every one;
+    // with the same plan, Winograd's peak would be the direct kernel's plus its largest
+    // layer's transformed weights. It is less.
+    let (h, w) = (96, 96);
+    let peak = |algo| {
+        backend(Isa::detect(), algo)
+            .prepare(&g)
+            .expect("prepares")
+            .peak_bytes(h, w, 1)
+            .expect("plans")
+    };
+    let (direct, winograd) = (peak(ConvAlgo::Direct), peak(ConvAlgo::WinogradF4));
+    assert!(
+        winograd < direct,
+        "Winograd's peak {winograd} B, direct {direct} B"
+    );
+}

@@ -116,7 +116,45 @@ impl ConvKernel {
         match &self.algo {
             Algo::Direct(d) => d.run(&self.spec, x, h, w, out, oh, ow, skip),
             Algo::Pixel(d) => d.run(&self.spec, x, h, w, out, oh, ow, skip),
-            Algo::Winograd(wg) => wg.run(&self.spec, x, h, w, out, oh, ow, skip),
+            Algo::Winograd(wg) => {
+                wg.run(&self.spec, &[(x, self.shape.cin)], h, w, out, oh, ow, skip)
+            }
+        }
+    }
+
+    /// Whether [`ConvKernel::run_parts`] reads an input of parts with these channel counts
+    /// where they are (Winograd, with every part but the last whole 16-channel groups);
+    /// otherwise it makes the concatenated copy first.
+    pub fn reads_parts(&self, channels: &[usize]) -> bool {
+        match &self.algo {
+            Algo::Winograd(wg) => wg.reads_parts(channels),
+            Algo::Direct(_) | Algo::Pixel(_) => false,
+        }
+    }
+
+    /// [`ConvKernel::run`] on the channel-wise concatenation of `parts` (`(values,
+    /// channels)`, each `h × w`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_parts(
+        &self,
+        parts: &[(&[f32], usize)],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        oh: usize,
+        ow: usize,
+        skip: Skip,
+    ) {
+        let channels: Vec<usize> = parts.iter().map(|p| p.1).collect();
+        match &self.algo {
+            Algo::Winograd(wg) if wg.reads_parts(&channels) => {
+                wg.run(&self.spec, parts, h, w, out, oh, ow, skip)
+            }
+            _ => {
+                let mut x = vec![0.0; h * w * self.shape.cin];
+                super::ops::concat(parts, w, &mut x);
+                self.run(&x, h, w, out, oh, ow, skip)
+            }
         }
     }
 }

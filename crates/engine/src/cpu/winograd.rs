@@ -258,11 +258,23 @@ impl Winograd {
         self.tile
     }
 
+    /// Whether an input of parts with these channel counts is read in place
+    /// ([`Winograd::run`]): every part but the last a whole number of 16-channel groups, as
+    /// the transform reads them.
+    pub fn reads_parts(&self, channels: &[usize]) -> bool {
+        let (last, rest) = channels.split_last().unwrap_or((&0, &[]));
+        *last > 0 && rest.iter().all(|c| c % 16 == 0) && channels.iter().sum::<usize>() == self.cin
+    }
+
+    /// The convolution of the channel-wise concatenation of `x`'s parts (`(values,
+    /// channels)`, each `h × w`; [`Winograd::reads_parts`] of their channels holds) into
+    /// `out`. The input transform reads each 16-channel group from its part, so no
+    /// concatenated copy is ever made.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
         ck: &Spec,
-        x: &[f32],
+        x: &[(&[f32], usize)],
         h: usize,
         w: usize,
         out: &mut [f32],
@@ -270,6 +282,23 @@ impl Winograd {
         ow: usize,
         skip: Skip,
     ) {
+        let channels: Vec<usize> = x.iter().map(|p| p.1).collect();
+        assert!(
+            self.reads_parts(&channels) && x.iter().all(|(v, c)| v.len() >= h * w * c),
+            "winograd input parts {channels:?} for {} channels of {h}×{w}",
+            self.cin
+        );
+        let mut groups = Vec::with_capacity(self.cinp / 16);
+        for &(values, c) in x {
+            for off in (0..c).step_by(16) {
+                groups.push(Group {
+                    x: values,
+                    stride: c,
+                    off,
+                    lanes: 16.min(c - off),
+                });
+            }
+        }
         let m = self.tile.m();
         let nn = (m + 2) * (m + 2);
         let isa = ck.isa;
@@ -308,7 +337,7 @@ impl Winograd {
             wg: self,
             u: &u,
             ck,
-            x,
+            groups,
             h,
             w,
             out: SendPtr(out_ptr),
@@ -341,7 +370,8 @@ struct Job<'a> {
     /// The transformed weights.
     u: &'a [f32],
     ck: &'a Spec,
-    x: &'a [f32],
+    /// The input's 16-channel groups, in channel order.
+    groups: Vec<Group<'a>>,
     h: usize,
     w: usize,
     out: SendPtr,
@@ -364,6 +394,17 @@ unsafe impl Sync for Job<'_> {}
 
 /// Sixteen channels of one value.
 type V16 = [f32; 16];
+
+/// Up to 16 channels of the input, as one of its parts holds them.
+struct Group<'a> {
+    /// The part: `h × w` pixels of `stride` channels.
+    x: &'a [f32],
+    stride: usize,
+    /// The group's first channel within the part.
+    off: usize,
+    /// Channels in the group: 16, fewer only in the last part's last group.
+    lanes: usize,
+}
 
 impl Job<'_> {
     fn block(&self, b: usize, chunks: std::ops::Range<usize>) {
@@ -501,7 +542,6 @@ impl Job<'_> {
         tcol: &mut [[V16; 8]; 8],
     ) {
         let n = M + 2;
-        let cin = self.ck.shape.cin;
         let cinp = self.wg.cinp;
         let (mr, rows) = (self.mr, self.rows);
         let vs = v_stride(rows, cinp, mr);
@@ -512,14 +552,13 @@ impl Job<'_> {
         let ix0 = (tx * M) as isize - pad.left as isize;
         let (h, w) = (self.h as isize, self.w as isize);
         let inside = iy0 >= 0 && ix0 >= 0 && iy0 + n as isize <= h && ix0 + n as isize <= w;
-        let x = self.x;
-        let mut c0 = 0;
-        while c0 < cinp {
-            let nl = 16.min(cin.saturating_sub(c0));
+        for (gi, g) in self.groups.iter().enumerate() {
+            let c0 = gi * 16;
+            let (x, cin, nl) = (g.x, g.stride, g.lanes);
             // Bᵀ d B: columns first (read straight from the image when the patch is inside
             // it), then rows.
             if inside && nl == 16 {
-                let o0 = ((iy0 as usize) * self.w + ix0 as usize) * cin + c0;
+                let o0 = ((iy0 as usize) * self.w + ix0 as usize) * cin + g.off;
                 let row = self.w * cin;
                 for j in 0..n {
                     let col = bt::<M>(std::array::from_fn(|k| {
@@ -539,7 +578,7 @@ impl Job<'_> {
                         if iy < 0 || iy >= h || ix < 0 || ix >= w {
                             continue;
                         }
-                        let o = (iy as usize * self.w + ix as usize) * cin + c0;
+                        let o = (iy as usize * self.w + ix as usize) * cin + g.off;
                         dv[..nl].copy_from_slice(&x[o..o + nl]);
                     }
                 }
@@ -558,7 +597,6 @@ impl Job<'_> {
                     v[base..base + 16].copy_from_slice(&vr[jj]);
                 }
             }
-            c0 += 16;
         }
     }
 
@@ -737,7 +775,12 @@ mod tests {
 
     /// A 16→24 layer (F(4,3): 4×4 outputs per tile) with weights from a simple generator.
     fn layer() -> Conv2d {
-        let (cin, cout) = (16, 24);
+        layer_of(16)
+    }
+
+    /// The same with `cin` input channels.
+    fn layer_of(cin: usize) -> Conv2d {
+        let cout = 24;
         let mut state = 0x2545_f491_u32;
         let weights = (0..9 * cin * cout)
             .map(|_| {
@@ -802,5 +845,35 @@ mod tests {
                 .zip(&again)
                 .all(|(a, b)| a.to_bits() == b.to_bits())
         );
+    }
+
+    #[test]
+    fn an_input_in_parts_gives_what_its_concatenation_gives() {
+        let (h, w) = (13, 10);
+        let image = |c: usize, seed: usize| -> Vec<f32> {
+            (0..h * w * c)
+                .map(|i| (((i + seed) * 37) % 101) as f32 / 101.0 - 0.5)
+                .collect()
+        };
+        let (a, b) = (image(16, 1), image(13, 2));
+        let mut whole = vec![0.0; h * w * 29];
+        super::super::ops::concat(&[(&a, 16), (&b, 13)], w, &mut whole);
+        for algo in [ConvAlgo::WinogradF4, ConvAlgo::WinogradF6] {
+            let k = ConvKernel::new(&layer_of(29), gemm::Isa::detect(), algo);
+            let mut want = vec![0.0; h * w * 24];
+            k.run(&whole, h, w, &mut want, h, w, Skip::None);
+            // Read in place: 16 channels, then 13.
+            assert!(k.reads_parts(&[16, 13]));
+            let mut got = vec![0.0; h * w * 24];
+            k.run_parts(&[(&a, 16), (&b, 13)], h, w, &mut got, h, w, Skip::None);
+            assert_eq!(got, want, "{algo:?}: parts of 16 and 13 channels");
+            // 13, then 16: not whole groups, so copied first, with the same result.
+            assert!(!k.reads_parts(&[13, 16]));
+            let mut swapped = vec![0.0; h * w * 29];
+            super::super::ops::concat(&[(&b, 13), (&a, 16)], w, &mut swapped);
+            k.run(&swapped, h, w, &mut want, h, w, Skip::None);
+            k.run_parts(&[(&b, 13), (&a, 16)], h, w, &mut got, h, w, Skip::None);
+            assert_eq!(got, want, "{algo:?}: parts of 13 and 16 channels");
+        }
     }
 }

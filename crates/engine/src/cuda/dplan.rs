@@ -507,6 +507,8 @@ impl DevicePlan {
                 _ => plan::elementwise_in_place(node),
             },
             |(a, b, c)| a * b * padded_channels(c),
+            // cuDNN reads one tensor per convolution: concatenations get buffers.
+            |_, _| false,
         )?;
         // Stored sizes with the real stored channel counts (the planner's `storage` above
         // sized slots by value shape; recompute per value with `cs` and take maxima).
@@ -520,7 +522,8 @@ impl DevicePlan {
         let buf = |v: usize| match p.loc[v] {
             Loc::Input => Buf::Input,
             Loc::Slot(s) => Buf::Slot(s),
-            Loc::Const => Buf::Pad,
+            // Never planned here (no concatenation is read in parts above).
+            Loc::Const | Loc::Parts => Buf::Pad,
         };
         let input = g.input_id().map_or(0, |v| v.0);
         let mut steps = Vec::new();
