@@ -35,6 +35,12 @@
 //! takes an arena (the slots' memory) from the plan's pool and gives it back, so concurrent
 //! runs never share buffers and repeated runs allocate nothing.
 //!
+//! A channel concatenation that only Winograd convolutions read is never made: its readers
+//! take it part by part where the parts are (`plan::Loc::Parts`; the input transform reads
+//! each 16-channel group from its own part), and the planner keeps the parts live until the
+//! last reader has run. RRDBNet's dense blocks, whose every convolution reads the block's
+//! input and all earlier outputs, so copy nothing and hold no 96- to 192-channel copies.
+//!
 //! A network whose upsampling tail needs more memory than its body (RRDBNet ×4, EDSR) is
 //! cut where the tail begins ([`superres_graph::Graph::tail_cuts`]): the body runs on the
 //! whole input, the tail on bands of rows with margins of its own small receptive field
@@ -205,6 +211,8 @@ impl CpuBackend {
             let Some((head, tail)) = graph.split_at(cut) else {
                 continue;
             };
+            // Topology only: every concatenation copied, so the head's arena is an upper
+            // bound (RRDBNet's body holds a quarter less when its dense blocks read parts).
             let arena =
                 |g: &Graph| cpu_plan(g, BAND_PROBE, BAND_PROBE, &[]).map(|p| p.arena_elements());
             let (Ok(ha), Ok(ta)) = (arena(&head), arena(&tail)) else {

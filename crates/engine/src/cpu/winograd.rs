@@ -25,6 +25,10 @@
 //! Both keep every OpenCV parity case within one 8-bit level (the parity tests), and either
 //! can be forced ([`super::ConvAlgo`]).
 //!
+//! The input may come in parts: the channel-wise concatenation of several tensors of the
+//! same size, each read where it is ([`Winograd::reads_parts`]: every part but the last a
+//! whole number of 16-channel groups, since the transform reads one group at a time).
+//!
 //! Scheduling, for the working set to stay in cache however large the image: the tiles are
 //! cut into equal blocks (a multiple of the thread count, each ≤ 3 MiB of transformed input,
 //! 48 tiles at 256 channels; ≤ 256 KiB when the transformed weights fit in 2 MiB, so that a
@@ -395,6 +399,13 @@ unsafe impl Sync for Job<'_> {}
 /// Sixteen channels of one value.
 type V16 = [f32; 16];
 
+/// `[f(0), …, f(7)]`, always inlined: `std::array::from_fn` was not, in the kernels' target
+/// feature contexts (`core::array::try_from_fn`, 3.4 % of a Compact model's time).
+#[inline(always)]
+fn eight<T>(f: impl Fn(usize) -> T) -> [T; 8] {
+    [f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7)]
+}
+
 /// Up to 16 channels of the input, as one of its parts holds them.
 struct Group<'a> {
     /// The part: `h × w` pixels of `stride` channels.
@@ -561,7 +572,7 @@ impl Job<'_> {
                 let o0 = ((iy0 as usize) * self.w + ix0 as usize) * cin + g.off;
                 let row = self.w * cin;
                 for j in 0..n {
-                    let col = bt::<M>(std::array::from_fn(|k| {
+                    let col = bt::<M>(eight(|k| {
                         let o = o0 + k.min(n - 1) * row + j * cin;
                         <&V16>::try_from(&x[o..o + 16]).expect("16 lanes")
                     }));
@@ -589,14 +600,14 @@ impl Job<'_> {
                     }
                 }
                 for j in 0..n {
-                    let col = bt::<M>(std::array::from_fn(|k| &d[k.min(n - 1)][j]));
+                    let col = bt::<M>(eight(|k| &d[k.min(n - 1)][j]));
                     for ii in 0..n {
                         tcol[ii][j] = col[ii];
                     }
                 }
             }
             for ii in 0..n {
-                let vr = bt::<M>(std::array::from_fn(|k| &tcol[ii][k.min(n - 1)]));
+                let vr = bt::<M>(eight(|k| &tcol[ii][k.min(n - 1)]));
                 for jj in 0..n {
                     let xi = ii * n + jj;
                     let base = xi * vs + (r * cinp + c0) * mr + p * 16;
@@ -639,13 +650,13 @@ impl Job<'_> {
                     .expect("16 lanes")
             };
             for j in 0..n {
-                let col = at::<M>(std::array::from_fn(|k| mv(k.min(n - 1) * n + j)));
+                let col = at::<M>(eight(|k| mv(k.min(n - 1) * n + j)));
                 for ii in 0..M {
                     trow[ii][j] = col[ii];
                 }
             }
             for (yy, tr) in trow.iter().enumerate().take(ny) {
-                let y = at::<M>(std::array::from_fn(|k| &tr[k.min(n - 1)]));
+                let y = at::<M>(eight(|k| &tr[k.min(n - 1)]));
                 for (xx, yv) in y.iter().enumerate().take(nx) {
                     ybuf[(yy * M + xx) * cc + lc..][..16].copy_from_slice(yv);
                 }
