@@ -123,9 +123,9 @@ pub struct Options {
     /// by a bounded amount.
     ///
     /// The default, 768 MiB, is sized for deep networks: blended tiles cost
-    /// `(run / (run − BLEND_OVERLAP))²` of the compute, and RRDBNet ×4 (3 KB per input pixel
-    /// with its tail in bands) gets runs of 516×498 on a 4000×3000 photo, 1.35× its pixels
-    /// (at 256 MiB: 298×289, 1.8×), while the whole job, with its 576 MB result, 67 MB of
+    /// `(run / (run − BLEND_OVERLAP))²` of the compute, and RRDBNet ×4 (2.25 KB per input
+    /// pixel with its tail in bands) gets runs of 570×567 on a 4000×3000 photo, 1.29× its
+    /// pixels (at 256 MiB: 325×324, 1.69×), while the whole job, with its 576 MB result, 67 MB of
     /// weights (large runs transform them for themselves) and the blend's rows, stays under
     /// 2 GiB (BENCHMARKS.md). Shallow networks simply get larger exact tiles, with less of
     /// their compute in margins.
