@@ -305,7 +305,9 @@ fn client() -> reqwest::Client {
 }
 
 /// Enough work per job that a test can act while it runs: many tiles of the built-in
-/// model.
+/// model. The images the tests give such workers must still be large enough for a job to
+/// outlast several progress beats (one per 200 ms at most): 240×160 in tiles of 16 takes
+/// about 0.1 s on two cores, finished before its first beat; 720×480 about 1 s.
 const SLOW: &[&str] = &["--tile", "16"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +325,7 @@ async fn a_killed_worker_loses_no_job_and_a_stopped_one_cannot_deliver_late() {
     for node in [&api, &w1, &w2] {
         ready(&http, node).await;
     }
-    let image = png(240, 160);
+    let image = png(720, 480);
 
     // SIGKILL: the job a worker held is reclaimed by the other and completes once.
     let ids: Vec<String> =
@@ -347,7 +349,7 @@ async fn a_killed_worker_loses_no_job_and_a_stopped_one_cannot_deliver_late() {
         let v = wait_status(&http, &api, id, "done").await;
         assert_eq!(v["progress"], 1.0);
         let out = result(&http, &api, id).await;
-        assert_eq!(png_size(&out), (720, 480));
+        assert_eq!(png_size(&out), (2160, 1440));
         match &first {
             None => first = Some(out),
             Some(f) => assert_eq!(f, &out, "every job's image is the same image's result"),
